@@ -1,0 +1,52 @@
+"""One exception hierarchy for pixelmine.
+
+    PixelmineError
+    ├── InputError (ValueError)            a value the user gave is not usable
+    │   └── SourceNotFoundError (FileNotFoundError)
+    ├── WorkspaceError                     the workspace or its catalog cannot be used
+    │   └── SchemaVersionError             catalog written by a newer pixelmine
+    ├── NotFittedError (ValueError)        a stage needs an earlier stage's output
+    └── MissingDependencyError (ImportError)  an optional package is not installed
+
+Every message names the thing that is wrong, the value received, what is allowed, and the fix.
+Each class also subclasses the matching builtin, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class PixelmineError(Exception):
+    """Base class of every error pixelmine raises on purpose."""
+
+
+class InputError(PixelmineError, ValueError):
+    """A parameter, path or file given by the user cannot be used as it is."""
+
+
+class SourceNotFoundError(InputError, FileNotFoundError):
+    """A source path (folder, manifest, image) does not exist."""
+
+
+class WorkspaceError(PixelmineError):
+    """The workspace directory or its catalog cannot be opened or written."""
+
+
+class SchemaVersionError(WorkspaceError):
+    """The catalog was written by a newer pixelmine than this one."""
+
+
+class NotFittedError(PixelmineError, ValueError):
+    """A stage was asked for output that an earlier stage has not produced yet."""
+
+
+class MissingDependencyError(PixelmineError, ImportError):
+    """An optional dependency is needed for this feature and is not installed."""
+
+    def __init__(self, package: str, feature: str, install: str | None = None):
+        self.package = package
+        self.feature = feature
+        self.install = install or f"pip install {package}"
+        super().__init__(
+            f"{feature} needs the optional package '{package}', which is not installed. "
+            f"Install it with: {self.install}"
+        )

@@ -1,0 +1,1 @@
+"""Decoding images into pixels: optional decoders, EXIF orientation, odd modes, fast resizing."""

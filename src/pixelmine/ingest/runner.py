@@ -1,0 +1,297 @@
+"""Run ingest: decide which files need work, validate them in a process pool, commit as results arrive.
+
+Resumable by construction: results are committed every second or so, and a file whose path, size and
+mtime match the catalog is never decoded again, so a re-run after a kill finishes only what was left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+
+from ..catalog import Catalog
+from ..errors import InputError
+from ..progress import resolve_progress
+from .sources import Source, SourceItem, resolve_sources
+from .validate import FileRecord, ValidationLimits, validate_file
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """How ingest runs. Every field can be set from the CLI; the resolved config is saved with the run."""
+
+    labels_from_folders: bool = False  # first folder level below a source folder is the label
+    include: tuple[str, ...] = ()  # glob patterns on the relative path or file name; empty = image extensions
+    exclude: tuple[str, ...] = ()
+    path_column: str | None = None  # manifest column with the paths (default: path/file/filename/...)
+    label_column: str | None = None  # manifest column with the labels (default: label/class/...)
+    workers: int | None = None  # processes; None = all cores
+    files_per_task: int = 16  # files sent to a worker at once (amortises inter-process overhead)
+    max_pixels: int = ValidationLimits.max_pixels
+    max_bytes: int = ValidationLimits.max_bytes
+    min_side: int = ValidationLimits.min_side
+    timeout_s: float = ValidationLimits.timeout_s  # per file
+    phash: bool = True
+
+    def __post_init__(self):
+        checks = [("workers", self.workers, 1, self.workers is not None), ("files_per_task", self.files_per_task, 1, True),
+                  ("max_pixels", self.max_pixels, 1, True), ("max_bytes", self.max_bytes, 1, True),
+                  ("min_side", self.min_side, 1, True)]
+        for name, value, minimum, applies in checks:
+            if applies and (not isinstance(value, int) or value < minimum):
+                raise InputError(f"The {name!r} parameter of IngestConfig must be an integer >= {minimum}. "
+                                 f"Got {value!r} instead.")
+        if not self.timeout_s or self.timeout_s <= 0:
+            raise InputError(f"The 'timeout_s' parameter of IngestConfig must be > 0 seconds. Got {self.timeout_s!r} instead.")
+
+    @property
+    def limits(self) -> ValidationLimits:
+        return ValidationLimits(max_pixels=self.max_pixels, max_bytes=self.max_bytes, min_side=self.min_side,
+                                timeout_s=self.timeout_s, phash=self.phash)
+
+
+@dataclass
+class IngestResult:
+    run_id: int
+    files_seen: int = 0  # paths listed by the sources
+    validated: int = 0  # decoded in this run (new or changed)
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0  # skipped by the path + size + mtime fast path
+    missing: int = 0  # seen before, gone now
+    by_status: dict = field(default_factory=dict)  # status of every file listed in this run
+    elapsed_s: float = 0.0
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files_seen / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "files_per_s": round(self.files_per_s, 1)}
+
+
+def _validate_chunk(paths: Sequence[str], limits: ValidationLimits) -> list[dict]:
+    return [validate_file(path, limits).to_dict() for path in paths]
+
+
+def _worker_init() -> None:
+    # Each worker decodes one image at a time; extra decoder threads would only fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: workers start clean even when the parent holds threads (progress bar, torch, SQLite).
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_worker_init)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    # A worker stuck inside a C decoder cannot be interrupted; the executor has no public kill.
+    for process in list(getattr(pool, "_processes", {}).values()):
+        try:
+            process.kill()
+        except Exception:
+            pass
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _crashed_record(path: str, reason: str) -> dict:
+    size = mtime = None
+    try:
+        st = os.stat(path)
+        size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        pass
+    record = FileRecord(path, size, mtime, "corrupt", reason)
+    try:
+        with open(path, "rb") as handle:
+            record.sha256 = hashlib.sha256(handle.read()).hexdigest()
+    except OSError as exc:
+        record.status, record.error = "unreadable", f"cannot read the file ({exc})"
+    return record.to_dict()
+
+
+class _PoolRunner:
+    """Feeds chunks to a process pool, survives crashed or hung workers, yields record dicts."""
+
+    def __init__(self, workers: int, limits: ValidationLimits, files_per_task: int):
+        self.workers = workers
+        self.limits = limits
+        self.files_per_task = files_per_task
+        # No result at all for this long means a worker is stuck in C code past the per-file alarm.
+        self.stall_s = max(120.0, 4 * limits.timeout_s)
+
+    def run(self, paths: Sequence[str]) -> Iterable[list[dict]]:
+        chunks = [list(paths[i:i + self.files_per_task]) for i in range(0, len(paths), self.files_per_task)]
+        pending = list(reversed(chunks))
+        pool = _new_pool(self.workers)
+        in_flight: dict[Future, list[str]] = {}
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < self.workers * 3:
+                    chunk = pending.pop()
+                    in_flight[pool.submit(_validate_chunk, chunk, self.limits)] = chunk
+                done, _ = wait(in_flight, timeout=self.stall_s, return_when=FIRST_COMPLETED)
+                if not done:
+                    suspects = [p for chunk in in_flight.values() for p in chunk]
+                    _log.warning("no worker answered for %.0f s; re-checking %d files one at a time",
+                                 self.stall_s, len(suspects))
+                    _kill_pool(pool)
+                    in_flight.clear()
+                    yield from self._isolate(suspects)
+                    pool = _new_pool(self.workers)
+                    continue
+                broken: list[str] = []
+                for future in done:
+                    chunk = in_flight.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        broken.extend(chunk)
+                if broken:
+                    # A decoder crashed the worker (segfault, abort); every chunk in flight is lost with it.
+                    broken.extend(p for chunk in in_flight.values() for p in chunk)
+                    in_flight.clear()
+                    _kill_pool(pool)
+                    _log.warning("a worker crashed; re-checking %d files one at a time", len(broken))
+                    yield from self._isolate(broken)
+                    pool = _new_pool(self.workers)
+        finally:
+            _kill_pool(pool) if in_flight else pool.shutdown(wait=True)
+
+    def _isolate(self, paths: Sequence[str]) -> Iterable[list[dict]]:
+        """Each suspect file alone in a fresh process, so a crash or hang is pinned to one file."""
+        for path in paths:
+            pool = _new_pool(1)
+            future = pool.submit(_validate_chunk, [path], self.limits)
+            try:
+                yield future.result(timeout=2 * self.limits.timeout_s + 30)
+                pool.shutdown(wait=True)
+            except BrokenProcessPool:
+                _kill_pool(pool)
+                yield [_crashed_record(path, "the image decoder crashed on this file; re-export the image "
+                                             "from its source (the file itself was not changed)")]
+            except TimeoutError:
+                _kill_pool(pool)
+                yield [_crashed_record(path, f"decoding did not finish within {2 * self.limits.timeout_s + 30:.0f} s; "
+                                             "re-export the image from its source")]
+
+
+def _stat_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def ingest(catalog: Catalog, sources=None, *, manifest=None, config: IngestConfig | None = None,
+           progress="auto", **overrides) -> IngestResult:
+    """Validate and catalogue every file of the sources. See :class:`IngestConfig` for the options."""
+    if config is None:
+        config = IngestConfig(**{k: (tuple(v) if k in ("include", "exclude") else v) for k, v in overrides.items()})
+    elif overrides:
+        raise InputError(f"pass either config= or keyword options, not both (got {sorted(overrides)})")
+    started = time.monotonic()
+    resolved = resolve_sources(sources, manifest=manifest, labels_from_folders=config.labels_from_folders,
+                               include=config.include, exclude=config.exclude, path_column=config.path_column,
+                               label_column=config.label_column)
+    run_config = {**asdict(config), "sources": [s.key for s in resolved]}
+    run_id = catalog.start_run("ingest", run_config)
+    result = IngestResult(run_id=run_id)
+    callback, close_progress = resolve_progress(progress, "ingest")
+    try:
+        _ingest_sources(catalog, resolved, config, result, callback)
+    except KeyboardInterrupt:
+        result.elapsed_s = time.monotonic() - started
+        catalog.finish_run(run_id, "interrupted", counts=result.to_dict())
+        raise
+    except BaseException as exc:
+        result.elapsed_s = time.monotonic() - started
+        catalog.finish_run(run_id, "failed", counts=result.to_dict(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        close_progress()
+    result.elapsed_s = time.monotonic() - started
+    catalog.finish_run(run_id, "completed", counts=result.to_dict())
+    return result
+
+
+def _ingest_sources(catalog: Catalog, sources: list[Source], config: IngestConfig, result: IngestResult,
+                    progress) -> None:
+    # One entry per path; a path listed twice keeps its first source's label.
+    items: dict[str, tuple[Source, SourceItem]] = {}
+    for source in sources:
+        for item in source.items:
+            items.setdefault(item.path, (source, item))
+    result.files_seen = len(items)
+    known = catalog.lookup_paths(list(items))
+
+    to_validate: list[str] = []
+    unchanged: dict[str, list[tuple[str, str | None, dict | None]]] = {}
+    for path, (source, item) in items.items():
+        row = known.get(path)
+        key = _stat_key(path)
+        if row is not None and key is not None and row["status"] != "unreadable" and (row["size"], row["mtime_ns"]) == key:
+            unchanged.setdefault(source.key, []).append((path, item.label, item.metadata or None))
+            result.by_status[row["status"]] = result.by_status.get(row["status"], 0) + 1
+        else:
+            to_validate.append(path)
+            if row is None:
+                result.new += 1
+            else:
+                result.changed += 1
+    for source_key, entries in unchanged.items():
+        for start in range(0, len(entries), 2000):
+            catalog.touch_unchanged(entries[start:start + 2000], source_key, result.run_id)
+    result.unchanged = sum(len(v) for v in unchanged.values())
+
+    total = len(items)
+    done = result.unchanged
+    progress(done, total)
+    if to_validate:
+        workers = config.workers or os.cpu_count() or 1
+        runner = _PoolRunner(min(workers, max(1, len(to_validate) // config.files_per_task + 1)), config.limits,
+                             config.files_per_task)
+        buffer: list[dict] = []
+        last_commit = time.monotonic()
+        for records in runner.run(to_validate):
+            buffer.extend(records)
+            done += len(records)
+            progress(done, total)
+            if len(buffer) >= 512 or time.monotonic() - last_commit > 1.0:
+                _commit(catalog, buffer, items, result)
+                buffer, last_commit = [], time.monotonic()
+        _commit(catalog, buffer, items, result)
+
+    for source in sources:
+        if not source.complete:
+            continue
+        listed = {path for path, (src, _) in items.items() if src.key == source.key}
+        gone = [p for p in catalog.paths_of_source(source.key) if p not in listed and not os.path.lexists(p)]
+        if gone:
+            catalog.mark_missing(gone, result.run_id)
+            result.missing += len(gone)
+
+
+def _commit(catalog: Catalog, records: list[dict], items: dict, result: IngestResult) -> None:
+    if not records:
+        return
+    by_source: dict[str, list] = {}
+    for record in records:
+        source, item = items[record["path"]]
+        by_source.setdefault(source.key, []).append((record, item.label, item.metadata or None))
+        result.by_status[record["status"]] = result.by_status.get(record["status"], 0) + 1
+        result.validated += 1
+    for source_key, rows in by_source.items():
+        catalog.write_records(rows, source_key, result.run_id)

@@ -1,0 +1,101 @@
+"""The workspace: a directory that holds the catalog and every stage's output.
+
+    workspace/
+      catalog.sqlite     images, paths, runs (and later findings, labels corrections)
+      features/<backbone>/   cached feature shards
+      models/<name>/     trained models
+      index/  reports/  exports/
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .catalog import Catalog
+from .errors import InputError, WorkspaceError
+
+DEFAULT_WORKSPACE = "pixelmine-workspace"
+ENV_VAR = "PIXELMINE_WORKSPACE"
+
+
+def default_workspace_path() -> Path:
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_WORKSPACE)
+
+
+class Workspace:
+    """Entry point of the Python API. ``open_workspace(path)`` creates the directory when needed."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.root = Path(path) if path is not None else default_workspace_path()
+        if self.root.exists() and not self.root.is_dir():
+            raise WorkspaceError(f"workspace path {str(self.root)!r} exists and is not a directory; "
+                                 "choose another --workspace")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create the workspace {str(self.root)!r}: {exc.strerror}; "
+                                 "choose a writable --workspace") from exc
+        self._catalog: Catalog | None = None
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(self.root / "catalog.sqlite")
+        return self._catalog
+
+    def path(self, *parts: str) -> Path:
+        """A directory or file inside the workspace; parent directories are created."""
+        target = self.root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def close(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- stage 1: ingest --------------------------------------------------------------------------
+    def ingest(self, sources=None, *, manifest=None, progress="auto", **options):
+        """Validate and catalogue images. ``sources``: a folder, an image path, or a list of them.
+
+        Options are the fields of :class:`pixelmine.ingest.IngestConfig`, e.g.
+        ``labels_from_folders=True``, ``include=["*.jpg"]``, ``max_pixels=50_000_000``.
+        Returns an :class:`~pixelmine.ingest.IngestResult`.
+        """
+        from .ingest import ingest
+
+        return ingest(self.catalog, sources, manifest=manifest, progress=progress, **options)
+
+    def status(self) -> dict:
+        """Counts by status, label and format; exact duplicates; conflicting labels."""
+        return self.catalog.summary()
+
+    def files(self, status: str | None = None) -> list[dict]:
+        """Files with their status and, for problems, the reason and the fix."""
+        from .ingest import MISSING, STATUSES
+
+        if status is not None and status not in STATUSES and status != MISSING:
+            raise InputError(f"unknown status {status!r}; choose one of: {', '.join([*STATUSES, MISSING])}")
+        return self.catalog.files(status)
+
+    def images(self, *, status: str | None = "ok", label: str | None = None) -> list[dict]:
+        """Catalogued images (unique contents) with their properties and one present path each."""
+        return self.catalog.images(status=status, label=label)
+
+    def runs(self, kind: str | None = None, limit: int = 50) -> list[dict]:
+        return self.catalog.runs(kind, limit)
+
+
+def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
+    """Open (and create if needed) a workspace. ``None`` uses $PIXELMINE_WORKSPACE or ./pixelmine-workspace."""
+    return Workspace(path)
