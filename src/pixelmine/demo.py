@@ -1,0 +1,32 @@
+"""The embedded demo: 2,000 real textile photos (conformal-clip-data) in three class folders
+(nominal / local / global defects), run through every stage pixelmine has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import MissingDependencyError
+
+DEMO_PACKAGE = "conformal-clip-data"
+_SUBDIR = ("data", "textile_images", "simulated")
+
+
+def demo_data_path() -> Path:
+    """The folder holding the demo's class subfolders."""
+    try:
+        import conformal_clip_data
+    except ImportError as exc:
+        raise MissingDependencyError(DEMO_PACKAGE, "The demo data set") from exc
+    root = Path(conformal_clip_data.__file__).parent.joinpath(*_SUBDIR)
+    if not root.is_dir():
+        raise MissingDependencyError(DEMO_PACKAGE, f"The demo data set (expected {root})",
+                                     install=f"pip install --force-reinstall {DEMO_PACKAGE}")
+    return root
+
+
+def run_demo(workspace, *, progress="auto") -> dict:
+    """Run the pipeline on the demo data; returns each stage's result keyed by stage name."""
+    results: dict = {"data": str(demo_data_path())}
+    results["ingest"] = workspace.ingest(results["data"], labels_from_folders=True, progress=progress)
+    results["status"] = workspace.status()
+    return results
