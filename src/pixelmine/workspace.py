@@ -92,6 +92,27 @@ class Workspace:
         """Catalogued images (unique contents) with their properties and one present path each."""
         return self.catalog.images(status=status, label=label)
 
+    # -- stage 2: features ------------------------------------------------------------------------
+    def features(self, backbone: str = "mobilenet_v2"):
+        """Cached feature vectors of ``backbone`` as a :class:`pixelmine.features.FeatureSet`.
+
+        Raises NotFittedError (with the command to run) when nothing was extracted yet.
+        """
+        import json
+
+        from .errors import NotFittedError
+        from .features import FeatureStore
+        from .features.store import _safe
+
+        candidates = sorted(self.root.joinpath("features").glob(f"{_safe(backbone)}-*/backbone.json"),
+                            key=lambda p: p.stat().st_mtime, reverse=True)
+        for meta in candidates:
+            info = json.loads(meta.read_text())
+            if info.get("backbone") == backbone:
+                return FeatureStore(self.root, backbone, info["fingerprint"]).load()
+        raise NotFittedError(f"no {backbone} features in workspace {str(self.root)!r} yet; "
+                             f"run: pixelmine extract --backbone {backbone}")
+
     def runs(self, kind: str | None = None, limit: int = 50) -> list[dict]:
         return self.catalog.runs(kind, limit)
 

@@ -1,0 +1,173 @@
+"""The feature cache: float32 vectors keyed by (image id, backbone fingerprint), written atomically.
+
+    features/<backbone>-<fingerprint[:12]>/
+        shard-<n>.npz        ids (N,), vectors (N, D) float32, tag_indices (N, 5) int32, tag_probs (N, 5) float32
+        matrix.npy, ids.npy  a consolidated copy for memory-mapped reads, rebuilt when shards change
+
+Each shard is written to a temporary name and renamed, so a killed run leaves whole shards only, and a
+re-run computes only the ids no shard holds yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import NotFittedError
+
+TOP_K_TAGS = 5
+
+
+@dataclass
+class FeatureSet:
+    """Feature vectors of one backbone, one row per image id."""
+
+    ids: list[str]  # image ids (sha256 of bytes), in row order
+    vectors: np.ndarray  # (N, D) float32; a read-only memory map for large N
+    backbone: str  # registry name, e.g. "mobilenet_v2"
+    fingerprint: str  # hash of weights identity + preprocessing; vectors of different fingerprints never mix
+    tag_indices: np.ndarray | None = None  # (N, 5) int32 ImageNet class indices, best first
+    tag_probs: np.ndarray | None = None  # (N, 5) float32 probabilities
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
+
+    def rows(self, ids) -> np.ndarray:
+        """Row numbers of ``ids`` (KeyError naming the first unknown id)."""
+        position = {image_id: row for row, image_id in enumerate(self.ids)}
+        try:
+            return np.fromiter((position[i] for i in ids), dtype=np.int64)
+        except KeyError as exc:
+            raise KeyError(f"image {exc.args[0]!r} has no {self.backbone} features; run pixelmine extract") from None
+
+    def subset(self, ids) -> "FeatureSet":
+        rows = self.rows(ids)
+        return FeatureSet(list(ids), np.asarray(self.vectors[rows]), self.backbone, self.fingerprint,
+                          None if self.tag_indices is None else self.tag_indices[rows],
+                          None if self.tag_probs is None else self.tag_probs[rows])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+class FeatureStore:
+    """Read and write the cached features of one backbone in a workspace directory."""
+
+    def __init__(self, workspace_root: str | os.PathLike, backbone: str, fingerprint: str):
+        self.backbone = backbone
+        self.fingerprint = fingerprint
+        self.dir = Path(workspace_root) / "features" / f"{_safe(backbone)}-{fingerprint[:12]}"
+
+    def _shards(self) -> list[Path]:
+        return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
+
+    def known_ids(self) -> set[str]:
+        known: set[str] = set()
+        for shard in self._shards():
+            with np.load(shard, allow_pickle=False) as data:
+                known.update(data["ids"].tolist())
+        return known
+
+    def write(self, ids, vectors: np.ndarray, tag_indices: np.ndarray | None = None,
+              tag_probs: np.ndarray | None = None) -> Path:
+        """Append one shard atomically. Rows whose id is already stored are kept once on read."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.asarray(list(ids), dtype="U64")
+        if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
+            raise ValueError(f"vectors must be (N, D) with N = len(ids) = {len(ids)}; got shape {vectors.shape}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "backbone.json"
+        if not meta.exists():
+            _atomic_write_text(meta, json.dumps({"backbone": self.backbone, "fingerprint": self.fingerprint}))
+        arrays = {"ids": ids, "vectors": vectors}
+        if tag_indices is not None:
+            arrays["tag_indices"] = np.asarray(tag_indices, dtype=np.int32)
+            arrays["tag_probs"] = np.asarray(tag_probs, dtype=np.float32)
+        number = len(self._shards()) + 1
+        handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, **arrays)
+            out.flush()
+            os.fsync(out.fileno())
+        # A concurrent writer may have taken this number; find the next free one without overwriting.
+        while True:
+            target = self.dir / f"shard-{number:06d}.npz"
+            try:
+                os.link(tmp, target)
+                break
+            except FileExistsError:
+                number += 1
+        os.unlink(tmp)
+        return target
+
+    def load(self) -> FeatureSet:
+        """All stored vectors (first copy of each id wins), consolidated into a memory-mappable matrix."""
+        shards = self._shards()
+        if not shards:
+            raise NotFittedError(f"no {self.backbone} features in this workspace yet; "
+                                 f"run: pixelmine extract --backbone {self.backbone}")
+        stamp = ",".join(f"{s.name}:{s.stat().st_size}" for s in shards)
+        consolidated = self.dir / "matrix.npy"
+        stamp_file = self.dir / "matrix.stamp"
+        if not (consolidated.exists() and stamp_file.exists() and stamp_file.read_text() == stamp):
+            self._consolidate(shards, stamp)
+        vectors = np.load(consolidated, mmap_mode="r")
+        ids = np.load(self.dir / "ids.npy").tolist()
+        tags = self.dir / "tags.npz"
+        tag_indices = tag_probs = None
+        if tags.exists():
+            with np.load(tags) as data:
+                tag_indices, tag_probs = data["tag_indices"], data["tag_probs"]
+        return FeatureSet(ids, vectors, self.backbone, self.fingerprint, tag_indices, tag_probs)
+
+    def _consolidate(self, shards: list[Path], stamp: str) -> None:
+        ids: list[str] = []
+        blocks, tag_i, tag_p = [], [], []
+        seen: set[str] = set()
+        has_tags = True
+        for shard in shards:
+            with np.load(shard, allow_pickle=False) as data:
+                shard_ids = data["ids"].tolist()
+                keep = [row for row, image_id in enumerate(shard_ids) if image_id not in seen]
+                seen.update(shard_ids)
+                ids.extend(shard_ids[row] for row in keep)
+                blocks.append(data["vectors"][keep])
+                if "tag_indices" in data:
+                    tag_i.append(data["tag_indices"][keep])
+                    tag_p.append(data["tag_probs"][keep])
+                else:
+                    has_tags = False
+        matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        _atomic_save(self.dir / "matrix.npy", matrix)
+        _atomic_save(self.dir / "ids.npy", np.asarray(ids, dtype="U64"))
+        if has_tags and tag_i:
+            handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, tag_indices=np.concatenate(tag_i), tag_probs=np.concatenate(tag_p))
+            os.replace(tmp, self.dir / "tags.npz")
+        _atomic_write_text(self.dir / "matrix.stamp", stamp)
+
+
+def _atomic_save(path: Path, array: np.ndarray) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
+    with os.fdopen(handle, "wb") as out:
+        np.save(out, array)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
