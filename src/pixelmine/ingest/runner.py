@@ -274,7 +274,7 @@ def _ingest_sources(catalog: Catalog, sources: list[Source], config: IngestConfi
             buffer.extend(records)
             done += len(records)
             progress(done, total)
-            if len(buffer) >= 512 or time.monotonic() - last_commit > 1.0:
+            if len(buffer) >= 256 or time.monotonic() - last_commit > 0.5:
                 _commit(catalog, buffer, items, result)
                 buffer, last_commit = [], time.monotonic()
         _commit(catalog, buffer, items, result)

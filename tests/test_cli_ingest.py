@@ -1,0 +1,96 @@
+"""The CLI as a user runs it: conventions (--workspace, env var, --quiet, --json, -h), exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import imagefactory as f
+from pixelmine.cli import main
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    for i in range(4):
+        f.save(f.photo(i), root / ("a" if i % 2 else "b") / f"{i}.jpg")
+    f.write(root / "a" / "bad.jpg", b"hello, I am text")
+    return root
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    return result
+
+
+def test_ingest_json_is_one_parseable_document(tmp_path, data):
+    result = run("ingest", data, "--labels-from-folders", "-w", tmp_path / "ws", "--json")
+    assert result.exit_code == 0
+    payload = json.loads(result.output)
+    assert payload["files_seen"] == 5 and payload["by_status"] == {"ok": 4, "not_an_image": 1}
+
+
+def test_bad_files_do_not_fail_the_run_and_are_listed_with_reasons(tmp_path, data):
+    assert run("ingest", data, "-w", tmp_path / "ws", "-q").exit_code == 0
+    listing = run("files", "--problems", "-w", tmp_path / "ws")
+    assert listing.exit_code == 0
+    (line,) = listing.output.strip().splitlines()
+    status, path, reason = line.split("\t")
+    assert status == "not_an_image" and path.endswith("bad.jpg") and "text file" in reason
+    only = json.loads(run("files", "--status", "not_an_image", "-w", tmp_path / "ws", "--json").output)
+    assert [Path_name(r["path"]) for r in only] == ["bad.jpg"]
+
+
+def Path_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def test_workspace_from_environment_variable(tmp_path, data):
+    env = {"PIXELMINE_WORKSPACE": str(tmp_path / "from-env")}
+    assert run("ingest", data, "-q", env=env).exit_code == 0
+    status = json.loads(run("status", "--json", env=env).output)
+    assert status["files"] == 5
+    assert (tmp_path / "from-env" / "catalog.sqlite").exists()
+
+
+def test_status_text_lists_statuses_labels_and_duplicates(tmp_path, data):
+    (data / "b" / "copy.jpg").write_bytes((data / "b" / "0.jpg").read_bytes())
+    run("ingest", data, "--labels-from-folders", "-w", tmp_path / "ws", "-q")
+    text = run("status", "-w", tmp_path / "ws").output
+    assert "6 files, 5 unique images" in text
+    assert "not_an_image" in text and "exact duplicates: 1 images" in text
+
+
+def test_missing_source_is_a_clear_error_with_nonzero_exit(tmp_path):
+    result = run("ingest", tmp_path / "nowhere", "-w", tmp_path / "ws")
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_workspace_that_is_a_file_is_a_clear_error(tmp_path, data):
+    (tmp_path / "file").write_text("x")
+    result = run("status", "-w", tmp_path / "file")
+    assert result.exit_code == 2 and "is a file" in result.output
+    from pixelmine.errors import WorkspaceError
+
+    with pytest.raises(WorkspaceError, match="not a directory"):
+        __import__("pixelmine").open_workspace(tmp_path / "file")
+
+
+@pytest.mark.parametrize("command", ["ingest", "status", "files", "demo"])
+def test_every_command_has_help_with_an_example(command):
+    result = run(command, "-h")
+    assert result.exit_code == 0
+    assert "Example" in result.output and "--workspace" in result.output and "--json" in result.output
+
+
+def test_console_script_entry_point(tmp_path, data):
+    exe = [sys.executable, "-m", "pixelmine.cli"]
+    done = subprocess.run([*exe, "ingest", str(data), "-w", str(tmp_path / "ws"), "--json"],
+                          capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["files_seen"] == 5
+    assert subprocess.run([*exe, "--version"], capture_output=True, text=True).stdout.startswith("pixelmine")

@@ -1,0 +1,182 @@
+"""Every ingest status, from generated files with a known answer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import imagefactory as f
+from pixelmine.ingest import STATUSES, ValidationLimits, validate_file
+
+
+def check(path, status, *, error_match=None, limits=ValidationLimits()):
+    record = validate_file(str(path), limits)
+    assert record.status == status, (record.status, record.error)
+    assert status in STATUSES
+    if status == "ok":
+        assert record.error is None
+    else:
+        assert record.error, "every problem carries a message"
+        if error_match:
+            assert error_match in record.error
+    return record
+
+
+def test_ok_jpeg_records_properties_and_hashes(tmp_path):
+    path = f.save(f.photo(1, (120, 80)), tmp_path / "a.jpg", quality=90)
+    record = check(path, "ok")
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (record.format, record.width, record.height, record.mode) == ("JPEG", 120, 80, "RGB")
+    assert record.bit_depth == 8 and record.frames == 1 and record.orientation is None
+    assert len(record.phash) == 16
+
+
+def test_empty_file(tmp_path):
+    check(f.write(tmp_path / "empty.jpg", b""), "empty_file", error_match="0 bytes")
+
+
+@pytest.mark.parametrize("name,data,kind", [
+    ("notes.jpg", b"This is a shopping list, not a photo.\nmilk\neggs\n", "text file"),
+    ("scan.jpg", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "PDF document"),
+    ("download.png", b"<!DOCTYPE html><html><body>404 Not Found</body></html>", "HTML page"),
+    ("archive.jpg", b"PK\x03\x04" + bytes(60), "ZIP archive"),
+])
+def test_not_an_image_names_the_real_kind(tmp_path, name, data, kind):
+    check(f.write(tmp_path / name, data), "not_an_image", error_match=kind)
+
+
+def test_truncated_jpeg(tmp_path):
+    data = f.encoded(f.photo(2, (200, 150)), "JPEG", quality=95)
+    check(f.write(tmp_path / "cut.jpg", data[: len(data) // 2]), "truncated", error_match="re-copy")
+
+
+def test_truncated_png(tmp_path):
+    data = f.encoded(f.photo(3, (200, 150)), "PNG")
+    check(f.write(tmp_path / "cut.png", data[: len(data) * 2 // 3]), "truncated")
+
+
+def test_png_with_broken_crc_is_corrupt(tmp_path):
+    check(f.write(tmp_path / "crc.png", f.png_broken_crc(f.photo(4))), "corrupt")
+
+
+def test_garbage_after_a_png_signature_is_corrupt(tmp_path):
+    check(f.write(tmp_path / "g.png", b"\x89PNG\r\n\x1a\n" + os.urandom(200)), "corrupt")
+
+
+def test_decompression_bomb_is_refused_without_decoding(tmp_path):
+    record = check(f.write(tmp_path / "bomb.png", f.png_bomb()), "too_large", error_match="decompression bomb")
+    assert record.phash is None
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    path = f.save(f.photo(5, (100, 100)), tmp_path / "p.png")
+    check(path, "too_large", limits=ValidationLimits(max_pixels=5_000))
+    check(path, "ok", limits=ValidationLimits(max_pixels=10_000))
+
+
+def test_too_small(tmp_path):
+    check(f.save(f.photo(6, (4, 4)), tmp_path / "tiny.png"), "too_small", error_match="min_side")
+
+
+def test_unsupported_format_svg(tmp_path):
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>'
+    check(f.write(tmp_path / "logo.png", svg), "unsupported_format", error_match="SVG")
+
+
+def test_unknown_binary_is_unsupported_format(tmp_path):
+    check(f.write(tmp_path / "blob.jpg", bytes(range(256)) * 4), "unsupported_format")
+
+
+def test_vanished_file_is_unreadable(tmp_path):
+    check(tmp_path / "gone.jpg", "unreadable", error_match="vanished")
+
+
+def test_dangling_symlink_is_unreadable(tmp_path):
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "link.jpg")
+    check(tmp_path / "link.jpg", "unreadable")
+
+
+def test_permission_denied_message(tmp_path, monkeypatch):
+    path = f.save(f.photo(7), tmp_path / "locked.jpg")
+    real_open = open
+
+    def deny(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", deny)
+    check(path, "unreadable", error_match="chmod")
+
+
+def test_cmyk_jpeg_is_ok(tmp_path):
+    record = check(f.save(f.photo(8).convert("CMYK"), tmp_path / "cmyk.jpg"), "ok")
+    assert record.mode == "CMYK"
+
+
+def test_16bit_greyscale_png_is_ok(tmp_path):
+    img = Image.fromarray((f.np.arange(64 * 48, dtype=f.np.uint16).reshape(48, 64) * 20))
+    record = check(f.save(img, tmp_path / "grey16.png"), "ok")
+    assert record.mode.startswith("I") and record.bit_depth == 16 and record.phash
+
+
+def test_16bit_colour_png_reports_its_real_depth(tmp_path):
+    record = check(f.write(tmp_path / "rgb48.png", f.png_16bit_rgb()), "ok")
+    assert record.bit_depth == 16
+
+
+@pytest.mark.parametrize("mode", ["P", "RGBA", "LA", "L", "1"])
+def test_palette_alpha_grey_are_ok(tmp_path, mode):
+    img = f.photo(9).convert(mode)
+    record = check(f.save(img, tmp_path / f"m_{mode}.png"), "ok")
+    assert record.mode == mode
+
+
+def test_exif_orientation_is_recorded(tmp_path):
+    record = check(f.write(tmp_path / "rot.jpg", f.jpeg_with_orientation(f.photo(10, (80, 40)), 6)), "ok")
+    assert record.orientation == 6
+    assert (record.width, record.height) == (80, 40)  # stored as encoded; applied when pixels are read
+
+
+@pytest.mark.parametrize("fmt,ext", [("GIF", "gif"), ("WEBP", "webp"), ("PNG", "png")])
+def test_animated_images_are_ok_with_frame_count(tmp_path, fmt, ext):
+    record = check(f.write(tmp_path / f"anim.{ext}", f.animated(fmt, frames=3)), "ok")
+    assert record.frames == 3
+
+
+@pytest.mark.parametrize("fmt,ext", [("HEIF", "heic"), ("AVIF", "avif"), ("WEBP", "webp")])
+def test_modern_formats_decode(tmp_path, fmt, ext):
+    from pixelmine.imaging.plugins import register_optional_decoders
+
+    register_optional_decoders()
+    record = check(f.write(tmp_path / f"x.{ext}", f.encoded(f.photo(11), fmt)), "ok")
+    assert record.format in (fmt, "HEIF", "AVIF")
+
+
+def test_byte_limit(tmp_path):
+    path = f.save(f.photo(12), tmp_path / "big.png")
+    record = check(path, "too_large", limits=ValidationLimits(max_bytes=100), error_match="byte limit")
+    assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_validation_never_modifies_the_file(tmp_path):
+    path = f.write(tmp_path / "rot.jpg", f.jpeg_with_orientation(f.photo(13), 3))
+    before = (path.read_bytes(), os.stat(path).st_mtime_ns)
+    validate_file(str(path))
+    assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=0, max_size=2048), st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff",
+                                                              b"GIF89a", b"BM", b"II*\x00", b"RIFF\x00\x00\x00\x00WEBP"]))
+def test_arbitrary_bytes_always_get_a_status(tmp_path_factory, payload, prefix):
+    path = tmp_path_factory.mktemp("fuzz") / "x.jpg"
+    path.write_bytes(prefix + payload)
+    record = validate_file(str(path), ValidationLimits(timeout_s=5))
+    assert record.status in STATUSES
+    assert (record.status == "ok") == (record.error is None)
