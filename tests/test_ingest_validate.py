@@ -180,3 +180,24 @@ def test_arbitrary_bytes_always_get_a_status(tmp_path_factory, payload, prefix):
     record = validate_file(str(path), ValidationLimits(timeout_s=5))
     assert record.status in STATUSES
     assert (record.status == "ok") == (record.error is None)
+
+
+def test_phash_matches_the_imagehash_reference_values():
+    from skimage import data
+
+    from pixelmine.ingest.validate import phash
+
+    # Values computed with imagehash.phash 4.3 on the same images.
+    assert phash(Image.fromarray(data.chelsea())) == "b15fe6465121175e"
+    assert phash(Image.fromarray(data.coffee())) == "bb8320376c0f3637"
+    assert phash(Image.fromarray(data.camera())) == "bff1c1c0434e8cbc"
+
+
+def test_phash_survives_resizing_and_recompression(tmp_path):
+    from pixelmine.ingest.validate import phash
+
+    original = Image.fromarray(__import__("skimage").data.astronaut())
+    small = Image.open(__import__("io").BytesIO(f.encoded(original.resize((200, 200)), "JPEG", quality=30)))
+    distance = bin(int(phash(original), 16) ^ int(phash(small), 16)).count("1")
+    other = bin(int(phash(original), 16) ^ int(phash(Image.fromarray(__import__("skimage").data.coffee())), 16)).count("1")
+    assert distance <= 6 < other
