@@ -201,3 +201,20 @@ def test_phash_survives_resizing_and_recompression(tmp_path):
     distance = bin(int(phash(original), 16) ^ int(phash(small), 16)).count("1")
     other = bin(int(phash(original), 16) ^ int(phash(Image.fromarray(__import__("skimage").data.coffee())), 16)).count("1")
     assert distance <= 6 < other
+
+
+def test_decoding_time_is_bounded(tmp_path):
+    noise = f.np.random.default_rng(0).integers(0, 256, size=(1500, 1500, 3), dtype=f.np.uint8)
+    path = f.save(Image.fromarray(noise), tmp_path / "slow.png", compress_level=1)
+    check(path, "corrupt", limits=ValidationLimits(timeout_s=0.002), error_match="longer than")
+    check(path, "ok")
+
+
+def test_manifest_given_as_a_source(tmp_path):
+    import pixelmine
+
+    f.save(f.photo(1), tmp_path / "imgs" / "a.jpg")
+    (tmp_path / "list.csv").write_text("path,label\nimgs/a.jpg,thing\n")
+    ws = pixelmine.open_workspace(tmp_path / "ws")
+    ws.ingest(tmp_path / "list.csv", progress=False)
+    assert [i["label"] for i in ws.images()] == ["thing"]

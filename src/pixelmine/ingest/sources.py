@@ -21,6 +21,7 @@ IMAGE_EXTENSIONS = frozenset({
     ".jxl", ".blp", ".ftex", ".dcx", ".gbr", ".wmf", ".emf", ".mpo", ".apng",
 })
 
+MANIFEST_EXTENSIONS = frozenset({".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson"})
 PATH_COLUMNS = ("path", "file", "filename", "filepath", "image", "image_path")
 LABEL_COLUMNS = ("label", "class", "category", "target")
 
@@ -174,7 +175,11 @@ def resolve_sources(sources: str | os.PathLike | Iterable[str | os.PathLike] | N
     loose: list[SourceItem] = []
     for raw in sources:
         path = os.path.abspath(os.path.expanduser(os.fspath(raw)))
-        if os.path.isdir(path):
+        if os.path.isfile(path) and os.path.splitext(path)[1].lower() in MANIFEST_EXTENSIONS:
+            items = list(read_manifest(path, path_column=path_column, label_column=label_column,
+                                       include=include, exclude=exclude))
+            result.append(Source(key=path, kind="manifest", items=items, complete=True))
+        elif os.path.isdir(path):
             items = list(walk_folder(path, labels_from_folders=labels_from_folders, include=include, exclude=exclude))
             result.append(Source(key=path, kind="folder", items=items, complete=True))
         elif os.path.lexists(path):

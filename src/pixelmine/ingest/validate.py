@@ -11,6 +11,7 @@ import io
 import os
 import signal
 import struct
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -68,7 +69,7 @@ class FileRecord:
         return asdict(self)
 
 
-class _DecodeTimeout(Exception):
+class _DecodeTimeout(BaseException):  # not Exception: decoders must not swallow it
     pass
 
 
@@ -148,13 +149,26 @@ def validate_file(path: str, limits: ValidationLimits = ValidationLimits()) -> F
     except OSError as exc:
         return FileRecord(path, size, mtime_ns, "unreadable", _read_error(exc))
     record = FileRecord(path, len(data), mtime_ns, "ok", sha256=hashlib.sha256(data).hexdigest())
+    # The alarm bounds decoding time; signals can only be handled on a process's main thread.
+    timed = threading.current_thread() is threading.main_thread()
+    if timed:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limits.timeout_s)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's warnings about odd files become statuses, not noise
             _inspect_bytes(data, record, limits)
+    except _DecodeTimeout:
+        record.status, record.phash = "corrupt", None
+        record.error = (f"decoding took longer than {limits.timeout_s:g} s, which no sound image of this size "
+                        "needs; re-export the image, or raise the time limit (--timeout)")
     except Exception as exc:  # noqa: BLE001 - hostile files make third-party decoders raise anything
         record.status, record.error = _classify_decode_error(exc, record.format)
         record.phash = None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     return record
 
 
@@ -215,24 +229,13 @@ def _inspect_bytes(data: bytes, record: FileRecord, limits: ValidationLimits) ->
                         "Raise max_pixels (--max-pixels) only if you trust the file")
         return
 
-    previous = signal.signal(signal.SIGALRM, _on_alarm) if limits.timeout_s else None
-    if limits.timeout_s:
-        signal.setitimer(signal.ITIMER_REAL, limits.timeout_s)
     try:
         _decode_fully(img, data, record, limits)
-    except _DecodeTimeout:
-        record.status = "corrupt"
-        record.error = (f"decoding took longer than {limits.timeout_s:g} s, which no sound image of this size "
-                        "needs; re-export the image, or raise the time limit")
     except Image.DecompressionBombError as exc:
         record.status, record.error = "too_large", _bomb_message(exc)
     except (SyntaxError, ValueError, OSError, EOFError, struct.error, IndexError, KeyError, TypeError,
             ZeroDivisionError, MemoryError, RecursionError, AttributeError) as exc:
         record.status, record.error = _classify_decode_error(exc, record.format)
-    finally:
-        if limits.timeout_s:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
     if record.status != "ok":
         return
     if min(record.width, record.height) < limits.min_side:
