@@ -76,6 +76,31 @@ MIGRATIONS: list[str] = [
         error       TEXT
     );
     """,
+    # 2: discovery findings (one schema for every finder) and label corrections made by people.
+    """
+    CREATE TABLE findings (
+        run_id   INTEGER NOT NULL REFERENCES runs(id),
+        image_id TEXT NOT NULL,
+        kind     TEXT NOT NULL,             -- near_duplicate, outlier, label_issue, blurry, ...
+        score    REAL NOT NULL,             -- 0..1, low = severe
+        is_issue INTEGER NOT NULL,          -- 1 when the finder flags the image
+        details  TEXT NOT NULL DEFAULT '{}',-- JSON: group id, neighbour ids, suggested label, ...
+        PRIMARY KEY (run_id, kind, image_id)
+    );
+    CREATE INDEX findings_kind ON findings(kind, is_issue, score);
+    CREATE INDEX findings_image ON findings(image_id);
+
+    CREATE TABLE label_corrections (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id   TEXT NOT NULL,
+        old_label  TEXT,
+        new_label  TEXT,                    -- NULL: the image is to be ignored (excluded from training)
+        action     TEXT NOT NULL,           -- relabel, accept, ignore
+        source     TEXT NOT NULL,           -- cli, api, web
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX label_corrections_image ON label_corrections(image_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
