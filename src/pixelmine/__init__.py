@@ -27,6 +27,23 @@ def ingest(sources=None, *, workspace=None, manifest=None, progress="auto", **op
         return ws.ingest(sources, manifest=manifest, progress=progress, **options)
 
 
+def _workspace(workspace) -> Workspace:
+    return workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
+
+
+def train(head: str = "logreg", *, workspace=None, **options):
+    """Train, evaluate and save a classifier (``workspace``: a Workspace, a path, or $PIXELMINE_WORKSPACE).
+
+    Returns the model: ``model.predict(paths)``, ``model.evaluate()``. See ``Workspace.train``.
+    """
+    return _workspace(workspace).train(head, **options)
+
+
+def load_model(workspace=None, name: str | None = None):
+    """A trained model of ``workspace`` by name (default: the most recently trained)."""
+    return _workspace(workspace).model(name)
+
+
 __all__ = [
     "InputError",
     "MissingDependencyError",
@@ -38,5 +55,7 @@ __all__ = [
     "WorkspaceError",
     "__version__",
     "ingest",
+    "load_model",
     "open_workspace",
+    "train",
 ]

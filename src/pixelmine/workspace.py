@@ -113,7 +113,57 @@ class Workspace:
         raise NotFittedError(f"no {backbone} features in workspace {str(self.root)!r} yet; "
                              f"run: pixelmine extract --backbone {backbone}")
 
-    def runs(self, kind: str | None = None, limit: int = 50) -> list[dict]:
+    # -- stage 3: learn (splits, training, evaluation, prediction; pixelmine.learn) -----------------------
+    def split(self, *, backbone: str = "mobilenet_v2", exclude_classes=(), **split_options):
+        """Split the labelled images into train/val/test (stored in the catalog) and return the
+        :class:`~pixelmine.learn.data.SplitResult`. Options are fields of
+        :class:`~pixelmine.learn.SplitConfig` (``train=0.8, val=0.1, test=0.1, seed=1, column="split"``);
+        near-duplicates are found from ``backbone``'s cached features, when there are any."""
+        from .errors import NotFittedError
+        from .learn.config import TrainConfig
+        from .learn.data import ensure_splits, labelled_images
+        from .learn.train import features_for
+
+        config = TrainConfig.from_mapping({"backbone": backbone, "exclude_classes": tuple(exclude_classes),
+                                           "split": split_options})
+        data = labelled_images(self, exclude_classes=config.exclude_classes)
+        vectors = None
+        try:
+            features, data, _ = features_for(self, backbone, data, progress=False)
+            vectors = features.vectors[features.rows(data.ids)]
+        except NotFittedError:
+            pass
+        return ensure_splits(self, data, config.split, vectors, resplit=True)
+
+    def train(self, head: str = "logreg", *, config=None, resplit: bool = False, resume: bool = False,
+              progress="auto", **options):
+        """Train and save a model; returns a :class:`~pixelmine.learn.model.Model`.
+
+        Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``,
+        ``split={"seed": 1}``, ``finetune={"epochs": 5}``, ``class_weight=None``, ...
+        """
+        from .learn.train import train
+
+        return train(self, config, resplit=resplit, resume=resume, progress=progress, head=head, **options)
+
+    def model(self, name: str | None = None):
+        """A trained model by name (default: the most recently trained)."""
+        from .learn.model import Model
+
+        return Model.load(self, name)
+
+    def models(self) -> list[dict]:
+        """Every model folder: name, kind, head, backbone, classes, test accuracy and macro-F1."""
+        from .learn.artifacts import list_models
+
+        return list_models(self)
+
+    def oof_probabilities(self, model: str | None = None) -> dict:
+        """Out-of-fold probabilities of every labelled image (``models/<name>/oof.npz``): ids, labels, classes,
+        probs (N, K), folds, splits. Default model: the most recently trained."""
+        return self.model(model).oof()
+
+
         return self.catalog.runs(kind, limit)
 
 

@@ -1,0 +1,33 @@
+"""Stage 3 and 4: splits, heads on cached features, fine-tuning, evaluation, prediction, model artifacts.
+
+    splits.py    near-duplicate groups and stratified group splits        data.py      labelled images, stored split
+    heads.py     sklearn estimators: logreg, linear SVM, kNN              search.py    time-boxed search on val
+    probe.py     train a head: search, refit, test, OOF                   finetune*.py PyTorch fine-tuning
+    metrics.py   evaluation (sklearn metrics + bootstrap, ECE, mistakes)  plots.py     confusion / reliability PNGs
+    oof.py       out-of-fold probabilities                                novelty.py   distance to the training data
+    model.py     a saved model: predict, evaluate                         artifacts.py models/<name>/ on disk
+    train.py     the whole `pixelmine train`                              predictions.py, embed.py: prediction I/O
+
+Importing this package loads no scikit-learn or torch; the functions below import them when called.
+"""
+
+from __future__ import annotations
+
+from .config import HEAD_NAMES, FinetuneConfig, SplitConfig, TrainConfig
+
+
+def train(ws, config: TrainConfig | None = None, **options):
+    """Train a model in workspace ``ws``; see :func:`pixelmine.learn.train.train`."""
+    from .train import train as _train
+
+    return _train(ws, config, **options)
+
+
+def load_model(ws, name: str | None = None):
+    """Load the model ``name`` of ``ws`` (default: the most recently trained)."""
+    from .model import Model
+
+    return Model.load(ws, name)
+
+
+__all__ = ["HEAD_NAMES", "FinetuneConfig", "SplitConfig", "TrainConfig", "load_model", "train"]

@@ -1,0 +1,221 @@
+"""A trained model on disk: ``models/<name>/`` in the workspace.
+
+    model.json            identity: name, kind (probe / finetune), head, backbone + feature fingerprint,
+                          preprocessing, classes, uncertainty thresholds, data fingerprint, run id, version
+    config.json           the resolved TrainConfig
+    head.joblib           probes: {"head": fitted estimator, "novelty": NoveltyScorer}
+    weights.pt            fine-tuned network (state dict) + its novelty scorer in novelty.joblib
+    metrics.json          {"test": Evaluation, "oof": Evaluation, "search": ..., "split": ..., "timings": ...}
+    confusion_matrix.png / .json, reliability.png
+    oof.npz               out-of-fold probabilities of every labelled image: ids, labels, classes, probs,
+                          folds, splits (read by the discovery stage for label errors)
+    data.npz              ids, labels, splits the model was trained and tested on
+    card.md               the model card
+    checkpoints/          fine-tuning: one checkpoint per epoch (resume with --resume)
+
+``model.json`` is written last: a folder without it is an unfinished training run. Loading needs only
+these files (and the backbone's weights for prediction on new images), never the training data.
+joblib files are pickles: load models only from workspaces you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import InputError, NotFittedError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.json"
+
+
+def models_root(ws) -> Path:
+    return ws.root / "models"
+
+
+def model_dir(ws, name: str) -> Path:
+    return models_root(ws) / name
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(handle, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def atomic_savez(path: Path, **arrays) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    with os.fdopen(handle, "wb") as out:
+        np.savez_compressed(out, **arrays)
+    os.replace(tmp, path)
+
+
+def atomic_joblib(path: Path, obj) -> None:
+    import joblib
+
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".joblib")
+    os.close(handle)
+    joblib.dump(obj, tmp, compress=3)
+    os.replace(tmp, path)
+
+
+def prepare_dir(ws, name: str, *, keep_checkpoints: bool) -> Path:
+    """An empty ``models/<name>/`` (an old model of that name is removed; its checkpoints kept on resume)."""
+    directory = model_dir(ws, name)
+    if directory.exists():
+        for entry in directory.iterdir():
+            if keep_checkpoints and entry.name == "checkpoints":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def read_info(directory: Path) -> dict:
+    path = directory / MODEL_FILE
+    if not path.exists():
+        raise NotFittedError(f"{str(directory)!r} holds no finished model (no {MODEL_FILE}); train it with "
+                             f"pixelmine train --name {directory.name}"
+                             + (" --resume" if (directory / "checkpoints").is_dir() else ""))
+    info = json.loads(path.read_text())
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(f"model {directory.name!r} was saved by a newer pixelmine ({info.get('pixelmine_version')}); "
+                         "upgrade pixelmine: pip install -U pixelmine")
+    return info
+
+
+def list_models(ws) -> list[dict]:
+    """Every model folder of the workspace: name, kind, head, backbone, classes, test metrics, created."""
+    root = models_root(ws)
+    out = []
+    if not root.is_dir():
+        return out
+    for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (directory / MODEL_FILE).exists():
+            out.append({"name": directory.name, "status": "unfinished",
+                        "resumable": (directory / "checkpoints").is_dir()})
+            continue
+        info = json.loads((directory / MODEL_FILE).read_text())
+        test = info.get("test_metrics", {})
+        out.append({"name": directory.name, "status": "ready", "kind": info.get("kind"), "head": info.get("head"),
+                    "backbone": info.get("backbone"), "classes": info.get("classes"),
+                    "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+                    "n_test": info.get("n_test"), "created_at": info.get("created_at"), "run_id": info.get("run_id")})
+    return out
+
+
+def default_model_name(ws) -> str:
+    """The most recently finished model (by creation time)."""
+    ready = [m for m in list_models(ws) if m["status"] == "ready"]
+    if not ready:
+        raise NotFittedError(f"no trained model in workspace {str(ws.root)!r} yet; run: pixelmine train")
+    return max(ready, key=lambda m: m["created_at"] or "")["name"]
+
+
+def write_model_info(directory: Path, info: dict) -> None:
+    info = {"format_version": FORMAT_VERSION, "pixelmine_version": __version__, **info}
+    atomic_write_json(directory / MODEL_FILE, info)
+
+
+def model_card(info: dict, metrics: dict, split: dict, config: dict) -> str:
+    """The model card (markdown): what it is, what it was trained on, how well it does, how to use it."""
+    test = metrics.get("test", {})
+    headline = test.get("metrics", {})
+    intervals = test.get("intervals", {})
+
+    def metric(name: str) -> str:
+        value = headline.get(name)
+        if value is None:
+            return "n/a"
+        span = intervals.get(name)
+        return f"{value:.3f} (95 % CI {span[0]:.3f}–{span[1]:.3f})" if span else f"{value:.3f}"
+
+    lines = [
+        f"# Model card: {info['name']}",
+        "",
+        f"- **Task**: image classification into {len(info['classes'])} classes: "
+        + ", ".join(f"`{c}`" for c in info["classes"]),
+        f"- **Kind**: {info['kind']} — "
+        + ("a linear/kNN head on frozen features" if info["kind"] == "probe" else "a fine-tuned network"),
+        f"- **Head**: {info['head']} with {json.dumps(info.get('head_params', {}))}",
+        f"- **Backbone**: `{info['backbone']}` (feature fingerprint `{info.get('feature_fingerprint', '')[:12]}`)",
+        f"- **Trained**: {info['created_at']} by pixelmine {info.get('pixelmine_version', __version__)}, "
+        f"run {info.get('run_id')}",
+        f"- **Data fingerprint**: `{info['data_fingerprint'][:16]}` (labelled image ids and labels)",
+        "",
+        "## Data",
+        f"Split: {split.get('source')} — " + ", ".join(f"{k} {v}" for k, v in split.get("counts", {}).items())
+        + ". Near-duplicates (feature cosine >= "
+        + f"{split.get('config', {}).get('near_duplicate_cosine')}) are kept in one split: "
+        + f"{split.get('grouped_images', 0)} images in near-duplicate groups.",
+        "",
+        "| class | train | val | test |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, row in split.get("by_class", {}).items():
+        lines.append(f"| {label} | {row['train']} | {row['val']} | {row['test']} |")
+    lines += [
+        "",
+        f"## Performance on the test split (n = {test.get('n', 0)})",
+        f"- accuracy: {metric('accuracy')}",
+        f"- balanced accuracy: {metric('balanced_accuracy')}",
+        f"- macro-F1: {metric('macro_f1')}",
+        f"- expected calibration error: {headline.get('ece', float('nan')):.3f}",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in test.get("per_class", []):
+        lines.append(f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
+                     f"{row['support']} |")
+    oof = metrics.get("oof", {}).get("metrics", {})
+    if oof:
+        lines += ["", f"Cross-validated ({config.get('cv_folds')} folds, all labelled images, "
+                      f"{metrics.get('oof_model', 'same head')}): accuracy {oof['accuracy']:.3f}, "
+                      f"macro-F1 {oof['macro_f1']:.3f}."]
+    lines += [
+        "",
+        "## Use and limits",
+        f"- A prediction is flagged `uncertain` when its top-1 probability is below "
+        f"{info['uncertainty']['min_confidence']:.2f}, or when the image is farther from the training images "
+        f"than {info['uncertainty']['novelty_quantile']:.0%} of them are from each other (novelty > 1).",
+        "- It only knows the classes above; any other image still gets one of them (check `uncertain`).",
+        "- Scores hold for images like the training data (same camera, lighting, preprocessing).",
+        "",
+        "## How to use",
+        "```bash",
+        f"pixelmine predict photos/ --model {info['name']} --top-k 3 --output predictions.csv",
+        f"pixelmine evaluate --model {info['name']}",
+        "```",
+        "```python",
+        "import pixelmine",
+        "ws = pixelmine.open_workspace('…')",
+        f"model = ws.model({info['name']!r})",
+        "predictions = model.predict(['photo.jpg'])",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"

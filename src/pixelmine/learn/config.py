@@ -1,0 +1,210 @@
+"""Configuration of the learn stage: frozen dataclasses with commented fields and units.
+
+``TrainConfig.from_mapping`` builds one from a file's dict (unknown keys are errors); keyword arguments
+and CLI flags override the file. The resolved config is saved with every run and every model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from ..errors import InputError
+
+HEAD_NAMES = ("logreg", "svm", "knn", "finetune")
+SPLIT_NAMES = ("train", "val", "test")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How labelled images are divided into train / val / test."""
+
+    train: float = 0.70  # fractions of the labelled images (per class); must sum to 1
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0  # same seed + same data -> same split
+    column: str | None = None  # use this manifest/metadata column (train/val/test) instead of a random split
+    near_duplicate_cosine: float | None = 0.98  # features at least this similar (cosine, after centring) share a
+    # split; None disables near-duplicate grouping (exact duplicates are always one image)
+
+    def check(self) -> None:
+        for name in SPLIT_NAMES:
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise InputError(f"the split fraction {name}={value!r} must be between 0 and 1")
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            raise InputError(f"split fractions must sum to 1; got train={self.train} + val={self.val} + "
+                             f"test={self.test} = {total:g}")
+        if self.train <= 0 or self.test <= 0:
+            raise InputError("the train and test fractions must be above 0 (a model needs data to learn from and "
+                             f"data to be measured on); got train={self.train}, test={self.test}")
+        if self.near_duplicate_cosine is not None and not 0 < self.near_duplicate_cosine <= 1:
+            raise InputError(f"near_duplicate_cosine must be in (0, 1] or None; got {self.near_duplicate_cosine!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning a pretrained backbone in PyTorch: frozen phase, then the top blocks unfrozen."""
+
+    image_size: int | None = None  # input side in pixels; None = the backbone's own input size
+    crop: bool = False  # False: the whole image is resized (nothing cut off); True: the backbone's centre crop
+    frozen_epochs: int = 2  # epochs training only the new top (backbone frozen, batch-norm statistics fixed)
+    epochs: int = 8  # further epochs with the top `unfreeze_blocks` blocks trainable
+    unfreeze_blocks: int = 3  # backbone blocks (counted from the top) trained in the second phase
+    batch_size: int = 32
+    lr: float = 1e-3  # AdamW learning rate of the new top, per batch of `batch_size`
+    backbone_lr: float = 1e-4  # learning rate of the unfrozen blocks (lower: keep pretrained features)
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    patience: int = 3  # early stopping: epochs without a lower validation loss before stopping
+    dropout: float = 0.2  # before the new linear top
+    # augmentation (training images only)
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: fraction of the image area kept
+    hflip: bool = True
+    vflip: bool = False  # also flip vertically (right for textures, satellite or microscope images)
+    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
+    color_jitter: float = 0.2  # brightness / contrast / saturation jitter strength
+    tta: bool = True  # predict as the mean over the image and its flips
+    max_train_images: int | None = None  # subsample the train split (stratified) to bound training time
+    device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda
+    mixed_precision: bool = True  # fp16 autocast on CUDA only; never on CPU (no bf16 hardware assumed)
+    num_workers: int = 0  # DataLoader decoding processes; 0 decodes in the training process
+
+    def check(self) -> None:
+        for name in ("frozen_epochs", "epochs", "unfreeze_blocks", "patience", "num_workers"):
+            if getattr(self, name) < 0:
+                raise InputError(f"finetune.{name} must be >= 0; got {getattr(self, name)!r}")
+        if self.frozen_epochs + self.epochs < 1:
+            raise InputError("fine-tuning needs at least one epoch: set finetune.frozen_epochs or finetune.epochs >= 1")
+        if self.batch_size < 1:
+            raise InputError(f"finetune.batch_size must be >= 1; got {self.batch_size!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"finetune.device must be auto, cpu or cuda; got {self.device!r}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise InputError(f"finetune.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `pixelmine train` needs; saved with the run and the model."""
+
+    head: str = "logreg"  # logreg | svm | knn | finetune
+    name: str | None = None  # model name (folder under models/); default "<head>-<backbone>"
+    backbone: str = "mobilenet_v2"  # feature backbone (probes) or the network to fine-tune
+    split: SplitConfig = field(default_factory=SplitConfig)
+    class_weight: str | None = "balanced"  # "balanced": weight classes inversely to their frequency; None: equal
+    standardize: bool = True  # scale features to zero mean, unit variance before the head
+    search_budget_s: float = 60.0  # hyper-parameter search on the val split stops after this many seconds
+    search_max_samples: int = 20_000  # the search fits on at most this many train images (stratified sample)
+    refit_on_val: bool = True  # refit the chosen hyper-parameters on train + val before testing
+    cv_folds: int = 5  # folds for the out-of-fold probabilities of every labelled image
+    bootstrap: int = 1000  # bootstrap resamples for the confidence intervals
+    min_confidence: float | None = None  # predictions below this top-1 probability are `uncertain`;
+    # None = 1.5 / number of classes, capped at 0.6
+    novelty_quantile: float = 0.99  # predictions farther from the training data than this quantile of the
+    # training images' own neighbour distances are `uncertain`
+    exclude_classes: tuple[str, ...] = ()  # labels left out of training (e.g. a class with one image)
+    seed: int = 0
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    @property
+    def model_name(self) -> str:
+        return self.name or f"{self.head}-{self.backbone}"
+
+    def check(self) -> "TrainConfig":
+        if self.head not in HEAD_NAMES:
+            raise InputError(f"the head {self.head!r} is not known; choose one of: {', '.join(HEAD_NAMES)}")
+        if not _NAME_RE.match(self.model_name):
+            raise InputError(f"the model name {self.model_name!r} must be 1-100 letters, digits, '_', '-' or '.', "
+                             "starting with a letter or digit")
+        if self.class_weight not in (None, "balanced"):
+            raise InputError(f"class_weight must be 'balanced' or None; got {self.class_weight!r}")
+        if self.cv_folds < 2:
+            raise InputError(f"cv_folds must be >= 2; got {self.cv_folds!r}")
+        if self.bootstrap < 0:
+            raise InputError(f"bootstrap must be >= 0; got {self.bootstrap!r}")
+        if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
+            raise InputError(f"min_confidence must be in [0, 1] or None; got {self.min_confidence!r}")
+        if not 0 < self.novelty_quantile <= 1:
+            raise InputError(f"novelty_quantile must be in (0, 1]; got {self.novelty_quantile!r}")
+        self.split.check()
+        self.finetune.check()
+        return self
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_mapping(cls, data: dict | None = None, **overrides) -> "TrainConfig":
+        """Build from a (file's) dict, then apply keyword overrides. Unknown keys raise InputError.
+
+        Nested sections may be given as dicts (``{"split": {"seed": 3}}``) or flat with a dotted prefix
+        (``split.seed=3``, ``finetune_epochs=3`` is not accepted: use ``finetune={"epochs": 3}``).
+        """
+        merged: dict = {}
+        for source in (data or {}, overrides):
+            for key, value in source.items():
+                if "." in key:
+                    section, sub = key.split(".", 1)
+                    merged.setdefault(section, {})
+                    if not isinstance(merged[section], dict):
+                        merged[section] = asdict(merged[section])
+                    merged[section][sub] = value
+                elif key in ("split", "finetune") and isinstance(value, dict):
+                    current = merged.get(key) or {}
+                    if not isinstance(current, dict):
+                        current = asdict(current)
+                    merged[key] = {**current, **value}
+                else:
+                    merged[key] = value
+        config = _build(cls, merged, "")
+        return config.check()
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        """Read TOML or JSON (a ``[train]`` table or top-level keys), then apply overrides."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise InputError(f"cannot read the config file {str(path)!r}: {exc.strerror}") from exc
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                import tomllib
+
+                data = tomllib.loads(text)
+        except ValueError as exc:
+            raise InputError(f"the config file {str(path)!r} is not valid {path.suffix or 'TOML'}: {exc}") from exc
+        if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            data = data["train"]
+        return cls.from_mapping(data, **overrides)
+
+
+def _build(cls, data: dict, prefix: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(f"unknown setting(s) {', '.join(prefix + k for k in unknown)}; allowed in "
+                         f"{prefix.rstrip('.') or 'train'}: {', '.join(known)}")
+    values = {}
+    for key, value in data.items():
+        if key == "split" and isinstance(value, dict):
+            value = _build(SplitConfig, value, "split.")
+        elif key == "finetune" and isinstance(value, dict):
+            value = _build(FinetuneConfig, value, "finetune.")
+        elif key in ("exclude_classes",) and value is not None:
+            value = tuple(value)
+        elif key == "crop_scale":
+            value = tuple(value)
+        values[key] = value
+    try:
+        return replace(cls(), **values)
+    except TypeError as exc:
+        raise InputError(f"invalid {prefix.rstrip('.') or 'train'} settings: {exc}") from exc

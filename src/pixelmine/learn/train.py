@@ -1,0 +1,185 @@
+"""`pixelmine train`: labelled images -> split -> head or fine-tuned network -> measured, saved model.
+
+Every training is a run in the catalog (kind ``train``) with its resolved config and headline metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ..catalog import utc_now
+from ..errors import NotFittedError
+from ..progress import resolve_progress
+from . import artifacts
+from .config import TrainConfig
+from .data import LabelledSet, SplitResult, data_fingerprint, ensure_splits, labelled_images
+from .metrics import Evaluation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    """What a training path (probe or fine-tuning) hands back to be saved."""
+
+    kind: str  # probe | finetune
+    head_params: dict
+    test: Evaluation
+    oof_probs: np.ndarray
+    oof_folds: np.ndarray
+    oof: Evaluation
+    oof_model: str  # which model produced the out-of-fold probabilities
+    search: dict | None = None
+    timings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra_info: dict = field(default_factory=dict)  # merged into model.json (e.g. preprocessing)
+
+
+def default_min_confidence(n_classes: int) -> float:
+    """Top-1 probability below which a prediction is uncertain: 0.5 (more likely wrong than right, for
+    calibrated probabilities), raised to 1/K + 0.1 when that is higher (two classes: 0.6)."""
+    return max(0.5, 1.0 / n_classes + 0.1)
+
+
+def features_for(ws, backbone: str, data: LabelledSet, *, progress="auto"):
+    """The FeatureSet of ``backbone`` and ``data`` restricted to images that have features.
+
+    Extracts first when the workspace can (``Workspace.extract``) and some labelled image has no vector.
+    """
+    def load():
+        try:
+            return ws.features(backbone)
+        except NotFittedError:
+            return None
+
+    features = load()
+    have = set(features.ids) if features is not None else set()
+    missing = [i for i in data.ids if i not in have]
+    if missing and hasattr(ws, "extract"):
+        log.info("%d labelled images have no %s features; extracting", len(missing), backbone)
+        ws.extract(backbone=backbone, progress=progress)
+        features = load()
+        have = set(features.ids) if features is not None else set()
+        missing = [i for i in data.ids if i not in have]
+    if features is None:
+        raise NotFittedError(f"no {backbone} features in workspace {str(ws.root)!r}; run: pixelmine extract "
+                             f"--backbone {backbone}")
+    notes = []
+    if missing:
+        keep = np.asarray([i in have for i in data.ids])
+        notes.append(f"{len(missing)} labelled images have no {backbone} features (they failed to decode or "
+                     "were not extracted) and are left out")
+        data = LabelledSet(ids=[i for i, k in zip(data.ids, keep) if k], labels=data.labels[keep],
+                           paths=[p for p, k in zip(data.paths, keep) if k],
+                           metadata=[m for m, k in zip(data.metadata, keep) if k],
+                           unlabelled=data.unlabelled, excluded=data.excluded)
+        from .data import check_trainable
+
+        check_trainable(data.labels, workspace=str(ws.root))
+    return features, data, notes
+
+
+def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resume: bool = False,
+          progress="auto", **overrides):
+    """Train, evaluate and save a model; returns the loaded :class:`~pixelmine.learn.model.Model`.
+
+    ``overrides`` are TrainConfig fields (``head="svm"``, ``name="best"``, ``split={"seed": 1}``, ...).
+    ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning.
+    """
+    from .model import Model
+
+    if config is None or overrides:
+        base = config.to_dict() if config is not None else {}
+        config = TrainConfig.from_mapping(base, **overrides)
+    config.check()
+    run_id = ws.catalog.start_run("train", {**config.to_dict(), "resplit": resplit, "resume": resume})
+    started = time.perf_counter()
+    try:
+        data = labelled_images(ws, exclude_classes=config.exclude_classes)
+        features, data, notes = features_for(ws, config.backbone, data, progress=progress)
+        X = np.asarray(features.vectors[features.rows(data.ids)], dtype=np.float32)
+        split = ensure_splits(ws, data, config.split, X, resplit=resplit)
+        directory = artifacts.prepare_dir(ws, config.model_name, keep_checkpoints=resume)
+        if config.head == "finetune":
+            from .finetune import train_finetune
+
+            outcome = train_finetune(ws, directory, data, split, X, config, resume=resume, progress=progress)
+        else:
+            outcome = _train_probe(directory, X, split, config, progress)
+        outcome.notes[:0] = notes + split.notes
+        outcome.timings["total_s"] = round(time.perf_counter() - started, 3)
+        _save(directory, config, features, split, outcome, run_id)
+        headline = {k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        ws.catalog.finish_run(run_id, "completed",
+                              counts={s: int((split.splits == s).sum()) for s in ("train", "val", "test")},
+                              metrics={**headline, "model": config.model_name})
+    except KeyboardInterrupt:
+        ws.catalog.finish_run(run_id, "interrupted", error="interrupted")
+        raise
+    except BaseException as exc:
+        ws.catalog.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    return Model(ws, directory)
+
+
+def _train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
+    from .probe import fit_probe
+
+    report, close = resolve_progress(progress, f"train {config.head}: cross-validation", unit="fold")
+    try:
+        fit = fit_probe(X, split, config, oof_progress=report)
+    finally:
+        close()
+    artifacts.atomic_joblib(directory / "head.joblib", {"head": fit.head, "novelty": fit.novelty})
+    return TrainOutcome(kind="probe", head_params=fit.params, test=fit.test, oof_probs=fit.oof_probs,
+                        oof_folds=fit.oof_folds, oof=fit.oof, oof_model=f"{config.head} on {config.backbone} features",
+                        search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes)
+
+
+def _save(directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int) -> None:
+    from .plots import confusion_png, reliability_png
+
+    classes = outcome.test.classes
+    ids = np.asarray(split.ids, dtype="U64")
+    artifacts.atomic_savez(directory / "oof.npz", ids=ids, labels=split.labels.astype(str),
+                           classes=np.asarray(classes, dtype=str), probs=outcome.oof_probs.astype(np.float32),
+                           folds=outcome.oof_folds, splits=split.splits.astype(str))
+    artifacts.atomic_savez(directory / "data.npz", ids=ids, labels=split.labels.astype(str),
+                           splits=split.splits.astype(str), groups=split.groups)
+    metrics = {"test": outcome.test.to_dict(), "oof": outcome.oof.to_dict(), "oof_model": outcome.oof_model,
+               "search": outcome.search, "split": split.summary(), "timings": outcome.timings,
+               "notes": outcome.notes}
+    artifacts.atomic_write_json(directory / "metrics.json", metrics)
+    artifacts.atomic_write_json(directory / "confusion_matrix.json",
+                                {"classes": classes, "rows": "true", "columns": "predicted",
+                                 "matrix": outcome.test.confusion})
+    confusion_png(outcome.test, directory / "confusion_matrix.png", title=f"{config.model_name}: test")
+    reliability_png(outcome.test, directory / "reliability.png")
+    artifacts.atomic_write_json(directory / "config.json", config.to_dict())
+    info = {
+        "name": config.model_name,
+        "kind": outcome.kind,
+        "head": config.head,
+        "head_params": outcome.head_params,
+        "backbone": config.backbone,
+        "feature_fingerprint": features.fingerprint,
+        "classes": classes,
+        "uncertainty": {"min_confidence": (config.min_confidence if config.min_confidence is not None
+                                           else default_min_confidence(len(classes))),
+                        "novelty_quantile": config.novelty_quantile},
+        "data_fingerprint": data_fingerprint(split.ids, split.labels, extra=features.fingerprint),
+        "n_train": int((split.splits == "train").sum()), "n_val": int((split.splits == "val").sum()),
+        "n_test": int((split.splits == "test").sum()),
+        "test_metrics": {k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+        "run_id": run_id,
+        "created_at": utc_now(),
+        **outcome.extra_info,
+    }
+    artifacts.atomic_write_text(directory / "card.md", artifacts.model_card(info, metrics, split.summary(),
+                                                                             config.to_dict()))
+    artifacts.write_model_info(directory, info)  # last: its presence marks the model as finished
