@@ -101,6 +101,20 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX label_corrections_image ON label_corrections(image_id);
     """,
+    # 3: images that ingest accepted but that failed to decode when features were extracted.
+    """
+    CREATE TABLE extract_errors (
+        image_id    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,          -- backbone + preprocessing fingerprint of the feature cache
+        backbone    TEXT NOT NULL,          -- registry name, e.g. mobilenet_v2
+        path        TEXT,                   -- the path that was read
+        error       TEXT NOT NULL,          -- what went wrong and what to do
+        run_id      INTEGER,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (image_id, fingerprint)
+    );
+    CREATE INDEX extract_errors_backbone ON extract_errors(backbone);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
