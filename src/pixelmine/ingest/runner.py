@@ -176,7 +176,10 @@ class _PoolRunner:
                     yield from self._isolate(broken)
                     pool = _new_pool(self.workers)
         finally:
-            _kill_pool(pool) if in_flight else pool.shutdown(wait=True)
+            if in_flight:  # interrupted (Ctrl-C, or the consumer stopped): don't wait for stragglers
+                _kill_pool(pool)
+            else:
+                pool.shutdown(wait=True)
 
     def _isolate(self, paths: Sequence[str]) -> Iterable[list[dict]]:
         """Each suspect file alone in a fresh process, so a crash or hang is pinned to one file."""
