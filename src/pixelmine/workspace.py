@@ -163,7 +163,7 @@ class Workspace:
         probs (N, K), folds, splits. Default model: the most recently trained."""
         return self.model(model).oof()
 
-
+    def runs(self, kind: str | None = None, limit: int = 50) -> list[dict]:
         return self.catalog.runs(kind, limit)
 
 
