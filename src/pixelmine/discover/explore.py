@@ -1,0 +1,180 @@
+"""Workspace-level runs of the exploration finders: clusters (+ the 2-D map) and association rules.
+
+Each gathers its inputs from the workspace (features, catalog labels and metadata, a model's out-of-fold
+predictions, other findings), calls the pure functions of :mod:`.clusters` / :mod:`.rules`, and records
+a run in the catalog. Clusters are stored as findings of a ``discover`` run (kind ``cluster``), so
+``load_findings(kind="cluster")`` finds them whether they came from ``pixelmine discover`` or from
+``pixelmine clusters``; the cluster descriptions go to ``reports/clusters.json``, the map to
+``index/map2d.npz``, the rules to ``reports/rules.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import InputError, NotFittedError
+from .clusters import KIND as CLUSTER_KIND
+from .clusters import ClusterConfig, ClusterResult, find_clusters
+from .findings import load_findings, store_findings
+from .map2d import MAP_FILE, Map2D, embed_2d
+from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
+
+log = logging.getLogger(__name__)
+
+CLUSTERS_FILE = ("reports", "clusters.json")
+RULES_FILE = ("reports", "rules.json")
+
+
+def tag_names(backbone: str) -> list[str]:
+    """The backbone's classifier class names (ImageNet-1k), or [] when it has none or is unknown."""
+    from .. import backbones
+
+    try:
+        return backbones.get(backbone).label_names()
+    except (InputError, ImportError) as exc:
+        log.info("no class names for backbone %r: %s", backbone, exc)
+        return []
+
+
+def _usable(ws, features) -> tuple[list[str], dict[str, dict]]:
+    """Ids that have features and are catalogued as ok with a present path, in feature order."""
+    images = {row["id"]: row for row in ws.catalog.images(status="ok")}
+    ids = [i for i in features.ids if i in images]
+    return ids, images
+
+
+def _write_json(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=1, ensure_ascii=False, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def run_clusters(ws, *, backbone: str = "mobilenet_v2", map_method: str = "umap", run_id: int | None = None,
+                 **options) -> ClusterResult:
+    """Cluster the workspace's images, store ``cluster`` findings, the descriptions and the 2-D map.
+
+    ``run_id``: store the findings in this (already started) discover run instead of a new one; the caller
+    then finishes the run. Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ...).
+    """
+    config = ClusterConfig(**options)
+    features = ws.features(backbone)
+    ids, images = _usable(ws, features)
+    if len(ids) < 3:
+        raise NotFittedError(f"clustering needs at least 3 ingested images with {backbone} features; found "
+                             f"{len(ids)}; run: pixelmine ingest SRC, then pixelmine extract")
+    subset = features.subset(ids) if len(ids) != len(features) else features
+    labels = [images[i]["label"] for i in ids]
+    own_run = run_id is None
+    if own_run:
+        run_id = ws.catalog.start_run("discover", {"only": [CLUSTER_KIND], "backbone": backbone,
+                                                   "clusters": asdict(config), "map": map_method})
+    started = time.monotonic()
+    try:
+        result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices,
+                               tag_probs=subset.tag_probs, tag_names=tag_names(backbone), config=config)
+        count = store_findings(ws.catalog, run_id, result.findings(labels))
+        _write_json(ws.path(*CLUSTERS_FILE), {"run_id": run_id, "backbone": backbone,
+                                              "fingerprint": features.fingerprint, "config": asdict(config),
+                                              "scores": result.scores, **result.summary()})
+        xy, method, reason = embed_2d(subset.vectors, method=map_method, seed=config.seed, pca_dims=config.pca_dims)
+        Map2D(ids, xy, method, features.fingerprint, reason).save(ws.path(*MAP_FILE))
+    except BaseException as exc:
+        if own_run:
+            ws.catalog.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                  error=str(exc))
+        raise
+    if own_run:
+        ws.catalog.finish_run(run_id, "completed", counts={CLUSTER_KIND: count},
+                              metrics={"clusters": result.k, "silhouette": result.silhouette,
+                                       "new_category": len([c for c in result.clusters if c.new_category]),
+                                       "map": method, "elapsed_s": round(time.monotonic() - started, 2)})
+    return result
+
+
+def load_clusters(ws) -> dict | None:
+    path = ws.root.joinpath(*CLUSTERS_FILE)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_map(ws) -> Map2D:
+    return Map2D.load(ws.root.joinpath(*MAP_FILE))
+
+
+def _predictions(ws, model: str | None) -> tuple[dict[str, str], str | None]:
+    """image id -> out-of-fold predicted label of ``model`` (default: the newest), and the model's name."""
+    try:
+        trained = ws.model(model)
+        oof = trained.oof()
+    except (NotFittedError, FileNotFoundError) as exc:
+        if model is not None:
+            raise
+        log.info("rules: no model predictions (%s)", exc)
+        return {}, None
+    classes = [str(c) for c in oof["classes"]]
+    guesses = oof["probs"].argmax(axis=1)
+    return {str(i): classes[g] for i, g in zip(oof["ids"], guesses)}, getattr(trained, "name", model)
+
+
+def _issues(ws) -> dict[str, list[str]]:
+    """image id -> finding kinds that flag it (newest discover run of each kind; clusters excluded)."""
+    kinds = [r[0] for r in ws.catalog.query("SELECT DISTINCT kind FROM findings") if r[0] != CLUSTER_KIND]
+    flagged: dict[str, list[str]] = {}
+    for kind in kinds:
+        for finding in load_findings(ws.catalog, kind=kind, issues_only=True):
+            flagged.setdefault(finding.image_id, []).append(kind)
+    return flagged
+
+
+def run_rules(ws, *, backbone: str = "mobilenet_v2", model: str | None = None, **options) -> RulesResult:
+    """Mine association rules over every ok image; saves ``reports/rules.json`` and records a run."""
+    config = RulesConfig(**options)
+    images = {row["id"]: row for row in ws.catalog.images(status="ok")}
+    if not images:
+        raise NotFittedError(f"no ingested images in workspace {str(ws.root)!r}; run: pixelmine ingest SRC")
+    ids = sorted(images)
+    tags: dict[str, list[tuple[str, float]]] = {}
+    try:
+        features = ws.features(backbone)
+    except NotFittedError:
+        features = None
+    if features is not None and features.tag_indices is not None:
+        names = tag_names(backbone)
+        if names:
+            for row, image_id in enumerate(features.ids):
+                if image_id in images:
+                    tags[image_id] = [(names[int(i)], float(p)) for i, p in
+                                      zip(features.tag_indices[row][:3], features.tag_probs[row][:3])]
+    clusters = {f.image_id: f.details.get("cluster") for f in load_findings(ws.catalog, kind=CLUSTER_KIND)
+                if f.details.get("cluster", -1) >= 0}
+    predicted, model_name = _predictions(ws, model)
+    run_id = ws.catalog.start_run("rules", {"backbone": backbone, "model": model_name, "rules": asdict(config)})
+    try:
+        transactions = build_transactions(
+            ids, labels={i: images[i]["label"] for i in ids}, predicted=predicted, tags=tags, clusters=clusters,
+            issues=_issues(ws), metadata={i: images[i]["metadata"] for i in ids}, config=config)
+        result = mine_rules(transactions, config)
+        payload = {"run_id": run_id, "model": model_name, **result.to_dict()}
+        _write_json(ws.path(*RULES_FILE), payload)
+    except BaseException as exc:
+        ws.catalog.finish_run(run_id, "failed", error=str(exc))
+        raise
+    ws.catalog.finish_run(run_id, "completed", counts={"transactions": result.n_transactions,
+                                                       "rules": len(result.rules)})
+    return result
+
+
+def load_rules(ws) -> dict | None:
+    path = ws.root.joinpath(*RULES_FILE)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+__all__ = ["load_clusters", "load_map", "load_rules", "run_clusters", "run_rules", "tag_names"]

@@ -1,0 +1,138 @@
+"""``similar(ws, image, k)``: resolve what the user named, find its vector, ask the index.
+
+``image`` may be a catalogued image id or a unique prefix of one (at least 4 hex characters), a path the
+catalog has seen, or any image file: a file whose bytes are catalogued uses that image's cached vector;
+a new file is decoded and embedded with the same backbone (and the same decode and preprocessing) as the
+cached features, so its vector is comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, NotFittedError
+from .index import VectorIndex
+
+_HEX = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+@dataclass
+class Neighbour:
+    rank: int  # 1 = most similar
+    image_id: str
+    similarity: float  # cosine similarity, -1..1 (1 = same direction)
+    path: str | None
+    label: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Query:
+    """What the user's ``image`` resolved to."""
+
+    image_id: str | None  # None for a file the catalog has not seen
+    path: str | None
+    source: str  # "id", "path", "file-catalogued", "file-new"
+
+
+def resolve(catalog, image: str) -> Query:
+    """Turn an id, id prefix, catalogued path or file into a Query (InputError when none matches)."""
+    text = str(image)
+    path = Path(text).expanduser()
+    rows = catalog.query("SELECT image_id FROM paths WHERE path = ? AND image_id IS NOT NULL",
+                         (os.path.abspath(path),))
+    if not rows:
+        rows = catalog.query("SELECT image_id FROM paths WHERE path = ? AND image_id IS NOT NULL", (text,))
+    if rows:
+        return Query(rows[0]["image_id"], str(path), "path")
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        image_id = digest.hexdigest()
+        known = catalog.query("SELECT id FROM images WHERE id = ?", (image_id,))
+        return Query(image_id if known else None, str(path), "file-catalogued" if known else "file-new")
+    lowered = text.lower()
+    if _HEX.match(lowered):
+        matches = [r["id"] for r in catalog.query("SELECT id FROM images WHERE id >= ? AND id < ? LIMIT 6",
+                                                  (lowered, lowered + "g"))]
+        if len(matches) == 1:
+            return Query(matches[0], None, "id")
+        if len(matches) > 1:
+            raise InputError(f"image id prefix {text!r} matches {len(matches) if len(matches) < 6 else '6 or more'} "
+                             f"images ({', '.join(m[:12] for m in matches[:3])}, ...); give more characters")
+    raise InputError(f"{text!r} is neither a file nor a catalogued image id (or unique id prefix of at least 4 "
+                     "hex characters); give an image file path or an id from: pixelmine files")
+
+
+def embed_file(path: str, backbone: str, fingerprint: str, workspace_root) -> np.ndarray:
+    """The feature vector of one image file, computed exactly like the cached features: through the
+    extraction pipeline (:func:`pixelmine.learn.embed.embed_files`) when it is available, else by the
+    backbone in PyTorch with the same decode and preprocessing."""
+    try:
+        from ..learn.embed import embed_files
+    except ImportError:
+        embed_files = None
+    if embed_files is not None:
+        vectors, errors = embed_files(workspace_root, backbone, [path], fingerprint=fingerprint)
+        if 0 in errors:
+            raise InputError(f"cannot use {path!r} as a query: {errors[0]}")
+        return vectors[0].astype(np.float32)[None]
+    import torch
+
+    from .. import backbones
+    from ..imaging.decode import load_pixels
+
+    model = backbones.create(backbone)
+    prep = model.preprocessing
+    try:
+        pixels = load_pixels(path, input_size=prep.input_size, resize=prep.resize,
+                             interpolation=prep.interpolation)
+    except Exception as exc:  # a decoder error of any kind: the file cannot be used as a query
+        raise InputError(f"cannot decode {path!r} as an image ({type(exc).__name__}: {exc}); "
+                         "give a readable image file") from exc
+    with torch.inference_mode():
+        output = model(torch.from_numpy(pixels[None]))
+    features = output[0] if isinstance(output, tuple) else output
+    return features.numpy().astype(np.float32)
+
+
+def similar(ws, image: str, k: int = 10, *, backbone: str = "mobilenet_v2") -> tuple[Query, list[Neighbour]]:
+    """The ``k`` images most similar to ``image``, most similar first. A catalogued query is in the index,
+    so it comes first as its own neighbour (similarity 1.0), which shows the answer is anchored right."""
+    if int(k) < 1:
+        raise InputError(f"The 'k' parameter must be at least 1. Got {k!r} instead.")
+    query = resolve(ws.catalog, image)
+    features = ws.features(backbone)
+    index = VectorIndex.for_features(ws.root, features)
+    if query.image_id is not None and query.image_id in index:
+        vector = index.vector(query.image_id)[None]
+    elif query.path is not None:
+        vector = embed_file(query.path, features.backbone, features.fingerprint, ws.root)
+    else:
+        raise NotFittedError(f"image {query.image_id[:12]} has no {backbone} features; run: pixelmine extract "
+                             f"--backbone {backbone}")
+    found, scores = index.search(vector, int(k))
+    info = _image_info(ws.catalog, found[0])
+    neighbours = [Neighbour(rank + 1, image_id, float(score), *info.get(image_id, (None, None)))
+                  for rank, (image_id, score) in enumerate(zip(found[0], scores[0]))]
+    return query, neighbours
+
+
+def _image_info(catalog, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = catalog.query(
+        f"SELECT i.id, i.label, (SELECT MIN(p.path) FROM paths p WHERE p.image_id = i.id AND p.present = 1) AS path "
+        f"FROM images i WHERE i.id IN ({marks})", ids)
+    return {r["id"]: (r["path"], r["label"]) for r in rows}
