@@ -1,0 +1,101 @@
+"""Label errors by confident learning (cleanlab) on out-of-fold predicted probabilities.
+
+Each labelled image needs a probability vector from a model that never saw it. The learn stage saves them
+(``models/<name>/oof.npz``); when they are missing or stale, :func:`out_of_fold_probabilities` computes them
+here with a cross-validated logistic regression on the features. cleanlab's ``find_label_issues``
+(``filter_by="both"``: an image is flagged only when both the per-class thresholds and the estimated noise
+rates point at it) picks the issues; the score is cleanlab's label quality (self-confidence: the probability
+the model gives the given label), and the suggested label is the most probable class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import InputError, MissingDependencyError
+from .findings import Finding, register_kind
+
+FILTER_BY = "both"
+
+register_kind("label_issue", "the given label is probably wrong: a model that never saw this image disagrees",
+              "look at it and relabel it (details.suggested_label is the model's guess), or accept the label")
+
+
+def _cleanlab():
+    try:
+        import cleanlab.count
+        import cleanlab.filter
+        import cleanlab.rank
+    except ImportError as exc:
+        raise MissingDependencyError("cleanlab", "Label-error detection",
+                                     install="pip install 'pixelmine[ml]'  (or: pip install cleanlab)") from exc
+    return cleanlab
+
+
+def check_probabilities(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Label strings -> class indices, after checking shapes, classes and that rows are distributions."""
+    probs = np.asarray(probs, dtype=np.float64)
+    classes = list(classes)
+    if probs.ndim != 2 or probs.shape != (len(labels), len(classes)):
+        raise InputError(f"probs must have shape (images, classes) = ({len(labels)}, {len(classes)}); "
+                         f"got {probs.shape}")
+    if len(classes) < 2:
+        raise InputError(f"label errors need at least 2 classes; got {classes!r}")
+    position = {c: k for k, c in enumerate(classes)}
+    unknown = sorted({label for label in labels if label not in position})
+    if unknown:
+        raise InputError(f"labels {unknown[:5]!r} are not among the classes {classes!r}; "
+                         "the probabilities must come from a model trained on these labels")
+    if not np.isfinite(probs).all() or (probs < -1e-6).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise InputError("each row of probs must be a probability distribution (non-negative, summing to 1)")
+    return np.fromiter((position[label] for label in labels), dtype=np.int64, count=len(labels))
+
+
+def out_of_fold_probabilities(vectors: np.ndarray, labels: Sequence[str], *, folds: int = 5, seed: int = 0
+                              ) -> tuple[np.ndarray, list[str]]:
+    """(probs (N, K), classes) from a logistic-regression probe cross-validated over ``folds`` folds."""
+    from ..learn.heads import LogisticProbe
+    from ..learn.oof import out_of_fold_probabilities as oof
+
+    y = np.asarray(labels, dtype=str)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2 or counts.min() < 2:
+        raise InputError(f"out-of-fold probabilities need >= 2 classes with >= 2 images each; got "
+                         f"{dict(zip(classes.tolist(), counts.tolist()))}")
+    probs, _, _ = oof(LogisticProbe(random_state=seed), np.asarray(vectors, dtype=np.float32), y,
+                      n_splits=min(folds, int(counts.min())), seed=seed)
+    return probs, classes.tolist()
+
+
+def estimate_label_errors(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> int:
+    """cleanlab's estimate of how many labels in the data set are wrong (from the confident joint)."""
+    y = check_probabilities(labels, probs, classes)
+    return int(_cleanlab().count.num_label_issues(y, np.asarray(probs, dtype=np.float64)))
+
+
+def find_label_issues(ids: Sequence[str], labels: Sequence[str], probs: np.ndarray, classes: Sequence[str], *,
+                      filter_by: str = FILTER_BY) -> list[Finding]:
+    """One ``label_issue`` finding per labelled image (issues flagged), with the suggested label."""
+    if len(ids) != len(labels):
+        raise InputError(f"ids ({len(ids)}) and labels ({len(labels)}) must have one entry per image")
+    y = check_probabilities(labels, probs, classes)
+    probs = np.asarray(probs, dtype=np.float64)
+    cl = _cleanlab()
+    present = np.unique(y)
+    if len(present) < 2:
+        return []
+    flagged = cl.filter.find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
+    quality = cl.rank.get_label_quality_scores(y, probs, method="self_confidence")
+    suggested = probs.argmax(axis=1)
+    findings = []
+    for row, image_id in enumerate(ids):
+        best = int(suggested[row])
+        findings.append(Finding(image_id, "label_issue", float(np.clip(quality[row], 0.0, 1.0)), bool(flagged[row]), {
+            "given_label": classes[y[row]], "suggested_label": classes[best],
+            "given_probability": round(float(probs[row, y[row]]), 4),
+            "suggested_probability": round(float(probs[row, best]), 4),
+            "reason": (f"out-of-fold model gives {classes[y[row]]!r} p={probs[row, y[row]]:.2f} and "
+                       f"{classes[best]!r} p={probs[row, best]:.2f}")}))
+    return findings

@@ -1,0 +1,135 @@
+"""Per-image pixel statistics for the quality finder, computed once and cached in the workspace.
+
+Each image is decoded small (JPEG DCT-domain reduction, EXIF orientation applied), converted to grey and
+resized so its shorter side is ``SIDE`` pixels — sharpness must be measured at one scale for all images, or a
+large photo would look sharper than its own thumbnail. Statistics (columns of :data:`STATS`):
+
+- ``brightness``: mean luma, 0 (black) .. 1 (white)
+- ``sharpness``: log10 of the variance of the 4-neighbour Laplacian of the grey image (0..255 scale)
+- ``entropy``: Shannon entropy of the 256-bin grey histogram, bits (0 for a flat image, 8 at most)
+- ``colourfulness``: mean over pixels of (max - min) of R, G, B, 0 (grey) .. 1
+
+The cache is ``discover/pixel-stats.npz`` (ids, stats), keyed by image id (the hash of the bytes, so an
+image's stats never go stale) and by :data:`STATS_VERSION`. Workers run in a process pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+STATS = ("brightness", "sharpness", "entropy", "colourfulness")
+STATS_VERSION = 1
+SIDE = 128  # pixels, shorter side of the image the statistics are measured on
+CACHE_NAME = "pixel-stats.npz"
+
+
+def _open_small(path: str):
+    """An upright RGB Pillow image at least SIDE pixels on its shorter side (cheap for large JPEGs)."""
+    try:
+        from ..imaging.decode import open_rgb
+    except ImportError:  # the imaging module is optional here; plain Pillow does the same job
+        open_rgb = None
+    if open_rgb is not None:
+        return open_rgb(path, min_side=SIDE)
+    from PIL import Image, ImageOps
+
+    image = Image.open(path)
+    if image.format == "JPEG":
+        image.draft("RGB", (SIDE, SIDE))
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def stats_of_image(image) -> np.ndarray:
+    """The :data:`STATS` of one Pillow image (any mode), as float64 (4,)."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    scale = SIDE / min(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    rgb = rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(rgb, dtype=np.float32)
+    grey = pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    brightness = float(grey.mean() / 255.0)
+    if grey.shape[0] >= 3 and grey.shape[1] >= 3:
+        lap = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4.0 * grey[1:-1, 1:-1])
+        sharpness = float(np.log10(lap.var() + 1.0))
+    else:
+        sharpness = 0.0
+    hist = np.bincount(np.clip(grey, 0, 255).astype(np.uint8).ravel(), minlength=256).astype(np.float64)
+    p = hist[hist > 0] / hist.sum()
+    entropy = float(-(p * np.log2(p)).sum())
+    colourfulness = float((pixels.max(axis=2) - pixels.min(axis=2)).mean() / 255.0)
+    return np.array([brightness, sharpness, entropy, colourfulness], dtype=np.float64)
+
+
+def _stats_of_path(path: str) -> np.ndarray | None:
+    try:
+        return stats_of_image(_open_small(path))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure costs this image, never the run
+        log.warning("cannot read %s for quality statistics: %s", path, exc)
+        return None
+
+
+def _load_cache(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if int(data["version"]) != STATS_VERSION:
+                return {}
+            return dict(zip(data["ids"].tolist(), data["stats"]))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("ignoring unreadable pixel-stats cache %s (%s); recomputing", path, exc)
+        return {}
+
+
+def _save_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
+    ids = sorted(cache)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    with os.fdopen(handle, "wb") as out:
+        np.savez(out, ids=np.asarray(ids, dtype="U64"), version=np.int64(STATS_VERSION),
+                 stats=np.asarray([cache[i] for i in ids], dtype=np.float64).reshape(len(ids), len(STATS)))
+    os.replace(tmp, path)
+
+
+def pixel_stats(cache_path: str | os.PathLike, ids: Sequence[str], paths: Sequence[str], *, workers: int = 2,
+                progress=None, chunk: int = 256) -> np.ndarray:
+    """(N, 4) :data:`STATS` of ``ids`` (NaN rows for images that cannot be decoded), computing only the ids
+    the cache lacks (failures are retried next time); the cache is saved after every ``chunk`` images so an interrupted run keeps its work."""
+    cache_path = Path(cache_path)
+    cache = _load_cache(cache_path)
+    todo = [(i, p) for i, p in zip(ids, paths) if i not in cache]
+    done = len(ids) - len(todo)
+    if progress is not None:
+        progress(done, len(ids))
+    if todo:
+        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 32 else None
+        try:
+            for start in range(0, len(todo), chunk):
+                part = todo[start:start + chunk]
+                paths_part = [p for _, p in part]
+                results = list(pool.map(_stats_of_path, paths_part, chunksize=16)) if pool else \
+                    [_stats_of_path(p) for p in paths_part]
+                for (image_id, _), stats in zip(part, results):
+                    if stats is not None:  # failures are not cached: a file may be readable next time
+                        cache[image_id] = stats
+                _save_cache(cache_path, cache)
+                done += len(part)
+                if progress is not None:
+                    progress(done, len(ids))
+        finally:
+            if pool is not None:
+                pool.shutdown()
+    missing = np.full(len(STATS), np.nan)
+    return np.asarray([cache.get(i, missing) for i in ids], dtype=np.float64).reshape(len(ids), len(STATS))
