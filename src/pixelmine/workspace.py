@@ -166,6 +166,28 @@ class Workspace:
     def runs(self, kind: str | None = None, limit: int = 50) -> list[dict]:
         return self.catalog.runs(kind, limit)
 
+    # -- stage 5a: discover (duplicates, outliers, label issues, quality, classes; pixelmine.discover.run) ----
+    def discover(self, *, only=None, backbone: str = "mobilenet_v2", model: str | None = None, workers: int = 2,
+                 progress="auto"):
+        """Run the finders (all, or ``only`` finder names / finding kinds) as one recorded run; returns a
+        :class:`~pixelmine.discover.run.DiscoverResult` (run id, counts per kind, summary). Needs features:
+        NotFittedError names the command to run when there are none."""
+        from .discover.run import discover
+
+        return discover(self, only=only, backbone=backbone, model=model, workers=workers, progress=progress)
+
+    def findings(self, kind: str | None = None, *, issues_only: bool = False, run_id: int | None = None,
+                 limit: int | None = None) -> list:
+        """Findings of the latest discover run that has ``kind`` (or of ``run_id``), worst (lowest score) first."""
+        from .discover import KINDS, load_findings
+        from .discover import run as _finders  # noqa: F401  (registers every finder's kinds)
+
+        if kind is not None and kind not in KINDS:
+            stored = {row[0] for row in self.catalog.query("SELECT DISTINCT kind FROM findings")}
+            if kind not in stored:
+                raise InputError(f"unknown finding kind {kind!r}; choose one of: {', '.join(sorted(set(KINDS) | stored))}")
+        return load_findings(self.catalog, kind=kind, run_id=run_id, issues_only=issues_only, limit=limit)
+
 
 def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
     """Open (and create if needed) a workspace. ``None`` uses $PIXELMINE_WORKSPACE or ./pixelmine-workspace."""

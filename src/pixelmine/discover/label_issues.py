@@ -2,10 +2,11 @@
 
 Each labelled image needs a probability vector from a model that never saw it. The learn stage saves them
 (``models/<name>/oof.npz``); when they are missing or stale, :func:`out_of_fold_probabilities` computes them
-here with a cross-validated logistic regression on the features. cleanlab's ``find_label_issues``
-(``filter_by="both"``: an image is flagged only when both the per-class thresholds and the estimated noise
-rates point at it) picks the issues; the score is cleanlab's label quality (self-confidence: the probability
-the model gives the given label), and the suggested label is the most probable class.
+here with a cross-validated logistic regression on the features. The score is cleanlab's label quality
+(self-confidence: the probability the model gives the given label). cleanlab estimates how many labels are
+wrong from the confident joint (``num_label_issues``); that many images, lowest quality first, are flagged
+(cleanlab's recommended "rank, then cut at the estimated count"; ``filter_by`` can pick one of cleanlab's
+``find_label_issues`` filters instead). The suggested label is the most probable class.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import InputError, MissingDependencyError
 from .findings import Finding, register_kind
 
-FILTER_BY = "both"
+FILTER_BY = "rank"  # or any cleanlab filter_by: "prune_by_noise_rate", "both", "confident_learning", ...
 
 register_kind("label_issue", "the given label is probably wrong: a model that never saw this image disagrees",
               "look at it and relabel it (details.suggested_label is the model's guess), or accept the label")
@@ -86,8 +87,15 @@ def find_label_issues(ids: Sequence[str], labels: Sequence[str], probs: np.ndarr
     present = np.unique(y)
     if len(present) < 2:
         return []
-    flagged = cl.filter.find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
     quality = cl.rank.get_label_quality_scores(y, probs, method="self_confidence")
+    if filter_by == "rank":
+        # cleanlab's count of label errors (from the confident joint), taken from the bottom of the ranking
+        count = int(cl.count.num_label_issues(y, probs))
+        order = np.lexsort((np.asarray(ids), quality))
+        flagged = np.zeros(len(ids), dtype=bool)
+        flagged[order[:count]] = True
+    else:
+        flagged = cl.filter.find_label_issues(y, probs, filter_by=filter_by, n_jobs=1)
     suggested = probs.argmax(axis=1)
     findings = []
     for row, image_id in enumerate(ids):

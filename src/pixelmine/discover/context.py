@@ -1,0 +1,88 @@
+"""What every finder may read, gathered once per discover run: the images with features (sorted by id, so a
+re-run sees the same order), their catalog properties, the normalised features and, on first use, the shared
+nearest-neighbour graph and the pixel statistics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import NotFittedError
+from .neighbors import Neighbours, nearest_neighbours, normalise
+
+log = logging.getLogger(__name__)
+
+NEIGHBOURS_K = 10  # neighbours kept per image in the shared graph
+
+
+@dataclass
+class DiscoverContext:
+    ws: object  # the Workspace
+    backbone: str
+    ids: list[str]
+    labels: list[str | None]
+    splits: list[str | None]
+    phashes: list[str | None]
+    widths: list[int | None]
+    heights: list[int | None]
+    paths: list[str]
+    normalised: np.ndarray  # (N, D) centred, L2-normalised features, row order of ids
+    raw: np.ndarray  # (N, D) features as extracted
+    model: str | None = None  # model whose out-of-fold probabilities label_issues reads (None: latest)
+    workers: int = 2
+    progress: object = None
+    without_features: int = 0  # ok images that have no features of this backbone
+    summary: dict = field(default_factory=dict)  # finders add class tables, estimates, notes
+    run_id: int | None = None  # the discover run the findings are stored under (set when it starts)
+    _neighbours: Neighbours | None = None
+    _pixel_stats: np.ndarray | None = None
+
+    @property
+    def neighbours(self) -> Neighbours:
+        if self._neighbours is None:
+            self._neighbours = nearest_neighbours(self.normalised, NEIGHBOURS_K, normalised=True)
+            self.summary["neighbour_search"] = "exact" if self._neighbours.exact else "approximate (IVF)"
+        return self._neighbours
+
+    @property
+    def pixel_stats(self) -> np.ndarray:
+        if self._pixel_stats is None:
+            from .pixel_stats import CACHE_NAME, pixel_stats
+
+            self._pixel_stats = pixel_stats(self.ws.path("discover", CACHE_NAME), self.ids, self.paths,
+                                            workers=self.workers, progress=self.progress)
+        return self._pixel_stats
+
+    def sharpness(self) -> list[float | None] | None:
+        """Per-image sharpness when pixel statistics were computed in this run (keeper choice), else None."""
+        if self._pixel_stats is None:
+            return None
+        column = self._pixel_stats[:, 1]
+        return [None if not np.isfinite(v) else float(v) for v in column]
+
+
+def build_context(ws, backbone: str, *, model: str | None = None, workers: int = 2, progress=None) -> DiscoverContext:
+    """NotFittedError naming the command to run when nothing was ingested or extracted yet."""
+    rows = ws.images(status="ok")
+    if not rows:
+        raise NotFittedError(f"workspace {str(ws.root)!r} has no decodable images yet; "
+                             "run: pixelmine ingest PHOTOS_DIR --labels-from-folders")
+    features = ws.features(backbone)  # NotFittedError: run pixelmine extract --backbone ...
+    position = {image_id: row for row, image_id in enumerate(features.ids)}
+    kept = sorted((r for r in rows if r["id"] in position), key=lambda r: r["id"])
+    without = len(rows) - len(kept)
+    if not kept:
+        raise NotFittedError(f"none of the {len(rows)} images of workspace {str(ws.root)!r} has {backbone} "
+                             f"features; run: pixelmine extract --backbone {backbone}")
+    if without:
+        log.warning("%d images have no %s features and are left out; run: pixelmine extract --backbone %s",
+                    without, backbone, backbone)
+    raw = np.asarray(features.vectors[np.fromiter((position[r["id"]] for r in kept), np.int64, len(kept))],
+                     dtype=np.float32)
+    return DiscoverContext(
+        ws=ws, backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
+        splits=[r["split"] for r in kept], phashes=[r["phash"] for r in kept], widths=[r["width"] for r in kept],
+        heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], normalised=normalise(raw), raw=raw,
+        model=model, workers=workers, progress=progress, without_features=without)
