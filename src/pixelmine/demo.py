@@ -29,4 +29,11 @@ def run_demo(workspace, *, progress="auto") -> dict:
     results: dict = {"data": str(demo_data_path())}
     results["ingest"] = workspace.ingest(results["data"], labels_from_folders=True, progress=progress)
     results["status"] = workspace.status()
+    # stage 5a: discovery reads the features and the model's out-of-fold probabilities written above
+    from .errors import NotFittedError
+
+    try:
+        results["discover"] = workspace.discover(progress=progress)
+    except NotFittedError as exc:  # an earlier stage did not run: say which command would
+        results["discover_skipped"] = str(exc)
     return results
