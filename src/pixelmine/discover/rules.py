@@ -15,7 +15,9 @@ Frequent itemsets come from FP-growth (mlxtend), rules from them with support, c
 Kept: single-item consequents, lift >= ``min_lift``, confidence >= ``min_confidence``; dropped as trivial:
 ``label=x ⇒ predicted=x`` style agreement, rules whose consequent is implied by the antecedent's own
 attribute, and rules whose extra antecedent item adds less than ``min_improvement`` confidence over a
-shorter rule with the same consequent. Rules about labels and issues rank first, then by lift.
+shorter rule with the same consequent, rules whose co-occurrence chance explains (Bonferroni-adjusted
+hypergeometric p-value above ``alpha``), and of ``a ⇒ b`` / ``b ⇒ a`` the one ending in the less telling
+attribute. Rules about labels and issues rank first, then by lift.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ def mine_rules(transactions: Sequence[Sequence[str]], config: RulesConfig | None
         if p_value > config.alpha:
             continue
         rules.append(Rule(antecedent, consequent, float(support), float(confidence), float(lift), count, p_value))
+    rules = _drop_reverse(rules)
     rules.sort(key=lambda r: (_priority(r.consequent), -r.lift, -r.support, r.text()))
     return RulesResult(rules[:config.max_rules], n, dict(counts.most_common()), config)
 
@@ -218,6 +221,20 @@ def _trivial(antecedent: list[str], consequent: str) -> bool:
         return True
     # "misclassified" is defined by label != predicted: given both, it is implied
     return consequent == "misclassified" and {"label", "predicted"} <= attributes
+
+
+def _drop_reverse(rules: list[Rule]) -> list[Rule]:
+    """Of ``a ⇒ b`` and ``b ⇒ a`` keep one: the one ending in the more telling attribute (issue, label, ...),
+    else the more confident. Both say that a and b go together, with the same support and lift."""
+    single = {(r.antecedent[0], r.consequent): r for r in rules if len(r.antecedent) == 1}
+    kept = []
+    for rule in rules:
+        reverse = single.get((rule.consequent, rule.antecedent[0])) if len(rule.antecedent) == 1 else None
+        if reverse is not None and (_priority(reverse.consequent), -reverse.confidence, reverse.text()) < \
+                (_priority(rule.consequent), -rule.confidence, rule.text()):
+            continue
+        kept.append(rule)
+    return kept
 
 
 def _priority(consequent: str) -> int:

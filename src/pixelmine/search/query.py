@@ -116,16 +116,22 @@ def similar(ws, image: str, k: int = 10, *, backbone: str = "mobilenet_v2") -> t
     index = VectorIndex.for_features(ws.root, features)
     if query.image_id is not None and query.image_id in index:
         vector = index.vector(query.image_id)[None]
-    elif query.path is not None:
-        vector = embed_file(query.path, features.backbone, features.fingerprint, ws.root)
     else:
-        raise NotFittedError(f"image {query.image_id[:12]} has no {backbone} features; run: pixelmine extract "
-                             f"--backbone {backbone}")
+        path = query.path or _present_path(ws.catalog, query.image_id)
+        if path is None:
+            raise NotFittedError(f"image {query.image_id[:12]} has no {backbone} features and no file on disk to "
+                                 f"compute them from; run: pixelmine ingest, then pixelmine extract --backbone {backbone}")
+        vector = embed_file(path, features.backbone, features.fingerprint, ws.root)
     found, scores = index.search(vector, int(k))
     info = _image_info(ws.catalog, found[0])
     neighbours = [Neighbour(rank + 1, image_id, float(score), *info.get(image_id, (None, None)))
                   for rank, (image_id, score) in enumerate(zip(found[0], scores[0]))]
     return query, neighbours
+
+
+def _present_path(catalog, image_id: str) -> str | None:
+    rows = catalog.query("SELECT MIN(path) AS path FROM paths WHERE image_id = ? AND present = 1", (image_id,))
+    return rows[0]["path"] if rows else None
 
 
 def _image_info(catalog, ids: list[str]) -> dict[str, tuple[str | None, str | None]]:

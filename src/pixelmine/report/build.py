@@ -1,0 +1,63 @@
+"""Assemble the report from what the workspace holds and write it atomically."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pkgutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .._version import __version__
+from . import sections
+from .html import page
+from .thumbs import Thumbnails
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = ("reports", "report.html")
+
+
+def _load_finder_kinds() -> None:
+    """Import every discover module, so each finder's kinds (meaning, action) are registered in KINDS."""
+    from .. import discover
+
+    for module in pkgutil.iter_modules(discover.__path__):
+        try:
+            importlib.import_module(f"{discover.__name__}.{module.name}")
+        except Exception as exc:  # a finder whose optional dependency is missing still leaves a useful report
+            log.info("report: cannot import pixelmine.discover.%s (%s); its kinds show without explanations",
+                     module.name, exc)
+
+
+def render(ws, *, backbone: str = "mobilenet_v2", model: str | None = None) -> str:
+    """The report as one HTML string."""
+    _load_finder_kinds()
+    images = {row["id"]: row for row in ws.catalog.images(status=None)}
+    kinds = [r[0] for r in ws.catalog.query("SELECT DISTINCT kind FROM findings ORDER BY kind")]
+    ctx = sections.Context(ws, images, Thumbnails({i: r.get("path") for i, r in images.items()}), backbone, model,
+                           kinds)
+    parts = [sections.overview(ctx), *sections.findings(ctx), sections.duplicates(ctx), sections.clusters(ctx),
+             sections.model(ctx), sections.rules(ctx), sections.thresholds(ctx)]
+    nav = [(anchor, name) for anchor, name, _ in parts]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = f"Workspace {ws.root.resolve()} · {len(images):,} catalogued images · generated {now}"
+    return page("pixelmine report", subtitle, nav, [html for _, _, html in parts],
+                f"pixelmine {__version__} · one self-contained file: no network needed to view it")
+
+
+def write_report(ws, output=None, *, backbone: str = "mobilenet_v2", model: str | None = None) -> Path:
+    """Write the report to ``output`` (default ``reports/report.html`` in the workspace); returns the path."""
+    started = time.monotonic()
+    target = Path(output) if output is not None else ws.path(*REPORT_FILE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = render(ws, backbone=backbone, model=model)
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".html")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, target)
+    log.info("report: %s (%.1f MB) in %.1f s", target, len(text) / 1e6, time.monotonic() - started)
+    return target
