@@ -188,6 +188,61 @@ class Workspace:
                 raise InputError(f"unknown finding kind {kind!r}; choose one of: {', '.join(sorted(set(KINDS) | stored))}")
         return load_findings(self.catalog, kind=kind, run_id=run_id, issues_only=issues_only, limit=limit)
 
+    # -- stage 5b: explore (clusters, 2-D map, association rules, similarity search, report) ---------------
+    # pixelmine.discover.explore, pixelmine.search, pixelmine.report
+    def discover_clusters(self, *, backbone: str = "mobilenet_v2", map_method: str = "umap", **options):
+        """Cluster the images in feature space (automatic number of clusters), store ``cluster`` findings,
+        ``reports/clusters.json`` and the 2-D map ``index/map2d.npz``. Options are fields of
+        :class:`pixelmine.discover.clusters.ClusterConfig` (``method="hdbscan"``, ``k_max=30``, ...).
+        Returns a :class:`~pixelmine.discover.clusters.ClusterResult`."""
+        from .discover.explore import run_clusters
+
+        return run_clusters(self, backbone=backbone, map_method=map_method, **options)
+
+    def clusters(self) -> dict:
+        """The stored cluster descriptions (method, k, silhouette, clusters with labels, tags, purity)."""
+        from .discover.explore import load_clusters
+        from .errors import NotFittedError
+
+        data = load_clusters(self)
+        if data is None:
+            raise NotFittedError(f"no clusters in workspace {str(self.root)!r} yet; run: pixelmine clusters")
+        return data
+
+    def map2d(self):
+        """The 2-D map (``ids``, ``xy`` (N, 2), ``method``) of the last clustering."""
+        from .discover.explore import load_map
+
+        return load_map(self)
+
+    def rules(self, *, backbone: str = "mobilenet_v2", model: str | None = None, refresh: bool = True,
+              **options) -> dict:
+        """Association rules over labels, predictions, tags, clusters, findings and metadata (FP-growth).
+        ``refresh=False`` returns the stored ``reports/rules.json`` without mining again. Options are fields
+        of :class:`pixelmine.discover.rules.RulesConfig` (``min_support``, ``min_confidence``, ``min_lift``)."""
+        from .discover.explore import load_rules, run_rules
+
+        if not refresh and not options:
+            stored = load_rules(self)
+            if stored is not None:
+                return stored
+        run_rules(self, backbone=backbone, model=model, **options)
+        return load_rules(self)
+
+    def similar(self, image: str, k: int = 10, *, backbone: str = "mobilenet_v2"):
+        """The ``k`` images most similar to ``image`` (an image id or unique prefix, a catalogued path, or a
+        new image file), most similar first: a list of :class:`pixelmine.search.Neighbour`."""
+        from .search import similar
+
+        return similar(self, image, k, backbone=backbone)[1]
+
+    def report(self, output=None, *, backbone: str = "mobilenet_v2", model: str | None = None) -> "Path":
+        """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""
+        from .report import write_report
+
+        return write_report(self, output, backbone=backbone, model=model)
+
+
 
 def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
     """Open (and create if needed) a workspace. ``None`` uses $PIXELMINE_WORKSPACE or ./pixelmine-workspace."""
