@@ -43,10 +43,10 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, ingest, serve
+    from . import demo, explore, ingest, serve
     from . import discover as discover_commands
 
-    for module in (ingest, demo, serve, discover_commands):
+    for module in (ingest, demo, serve, discover_commands, explore):
         for command in module.COMMANDS:
             main.add_command(command)
 
