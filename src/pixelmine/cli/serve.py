@@ -14,6 +14,8 @@ from .common import common_options
 @click.option("--token", envvar="PIXELMINE_TOKEN",
               help="Token that writing endpoints require (or set PIXELMINE_TOKEN). Default: a new random one, printed.")
 @click.option("--model", help="Model that answers /predict (default: the most recently trained).")
+@click.option("--backbone", default="mobilenet_v2", show_default=True,
+              help="Backbone whose features /similar searches (the one you extracted).")
 @click.option("--max-batch", type=click.IntRange(1, 256), default=32, show_default=True,
               help="Images per model call when concurrent /predict requests are batched.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
@@ -21,7 +23,7 @@ from .common import common_options
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
               help="Largest image accepted (width x height), checked before decoding.")
 @common_options
-def serve_command(ws, out, host, port, token, model, max_batch, max_upload_mb, max_pixels):
+def serve_command(ws, out, host, port, token, model, backbone, max_batch, max_upload_mb, max_pixels):
     """Serve the HTTP API and the web UI over the workspace.
 
     \b
@@ -46,7 +48,7 @@ def serve_command(ws, out, host, port, token, model, max_batch, max_upload_mb, m
     root = ws.root
     ws.close()
     limits = UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
-    serve(root, host=host, port=port, token=token, model=model, max_batch=max_batch, limits=limits,
+    serve(root, host=host, port=port, token=token, model=model, backbone=backbone, max_batch=max_batch, limits=limits,
           log_level="warning" if out.quiet else "info")
 
 

@@ -48,6 +48,7 @@ class ServeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     max_batch: int = 32  # images per model call
     max_wait_ms: float = 4.0  # how long the batcher waits for more requests
+    backbone: str = "mobilenet_v2"  # features that /similar searches
 
 
 class _Workspaces(threading.local):
@@ -60,8 +61,10 @@ class LabelCorrection(BaseModel):
 
 
 def create_app(root, *, token: str, model: str | None = None, limits: UploadLimits | None = None,
-               max_batch: int = 32, max_wait_ms: float = 4.0, max_request_bytes: int = 64 * 1024 * 1024) -> FastAPI:
-    config = ServeConfig(Path(root), token, model, limits or UploadLimits(), max_request_bytes, max_batch, max_wait_ms)
+               max_batch: int = 32, max_wait_ms: float = 4.0, max_request_bytes: int = 64 * 1024 * 1024,
+               backbone: str = "mobilenet_v2") -> FastAPI:
+    config = ServeConfig(Path(root), token, model, limits or UploadLimits(), max_request_bytes, max_batch, max_wait_ms,
+                         backbone)
     open_workspace(config.root).close()  # fail now, with the library's message, if the workspace is unusable
     local = _Workspaces()
     metrics = Metrics()
@@ -152,7 +155,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
         if search is None:
             raise MissingDependencyError("pixelmine.search", "similarity search",
                                          "upgrade pixelmine to a version with search (pixelmine similar)")
-        return [n.to_dict() if hasattr(n, "to_dict") else n for n in search(path, k=k)]
+        return [n.to_dict() if hasattr(n, "to_dict") else n for n in search(path, k=k, backbone=config.backbone)]
 
     # -- browsing -----------------------------------------------------------------------------------
     @app.get("/images", tags=["browse"], summary="Catalogued images, filtered and paged")
@@ -174,8 +177,8 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     @app.get("/images/{image_id}/thumbnail", tags=["browse"], summary="JPEG thumbnail (cached in the workspace)",
              response_class=FileResponse)
     def thumbnail(image_id: Annotated[str, PathParam(pattern=IMAGE_ID)],
-                  size: Literal[128, 256, 512] = 256):
-        path = thumbnails.thumbnail_path(ws(), image_id, int(size))
+                  size: Annotated[int, Query(description="longest side: 128, 256 or 512")] = 256):
+        path = thumbnails.thumbnail_path(ws(), image_id, size)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/findings", tags=["discover"], summary="Findings of the newest discover run, worst first")

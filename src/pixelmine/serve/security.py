@@ -59,27 +59,35 @@ class BodyLimit:
             if too_big:
                 return await self._refuse(send, int(declared))
         received = 0
-        started = False
+        exceeded = False
+        refused = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge()
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
+        async def guarded_send(message):
+            # Frameworks turn an error raised while reading the body into their own answer (FastAPI: 400
+            # "error parsing the body"); once the limit was crossed, that answer is replaced by the 413.
+            nonlocal refused
+            if exceeded:
+                if not refused and message["type"] == "http.response.start":
+                    refused = True
+                    await self._refuse(send, received)
+                return
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
-            if not started:
+            if not refused:
+                refused = True
                 await self._refuse(send, received)
 
     async def _refuse(self, send, size: int) -> None:
