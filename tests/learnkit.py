@@ -53,3 +53,17 @@ def labelled_workspace(tmp_path: Path, counts: dict[str, int], *, dim: int = 16,
 
 
 FAST = {"backbone": BACKBONE, "search_budget_s": 5.0, "bootstrap": 100, "cv_folds": 3}
+
+
+def tinted_folders(root: Path, counts: dict[str, tuple[int, tuple[int, int, int]]], *, size=(48, 40)) -> Path:
+    """Class folders whose images differ visibly: {label: (n, rgb tint)}; a photo-like field times the tint."""
+    from PIL import Image
+
+    seed = 10_000
+    for label, (n, tint) in counts.items():
+        for k in range(n):
+            base = np.asarray(photo(seed, size), dtype=np.float32) / 255.0
+            pixels = np.clip(0.3 * base * 255 + 0.7 * np.asarray(tint, dtype=np.float32), 0, 255).astype(np.uint8)
+            save(Image.fromarray(pixels), root / label / f"{label}_{k:04d}.jpg")
+            seed += 1
+    return root

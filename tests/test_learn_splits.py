@@ -13,6 +13,7 @@ from pixelmine.learn.data import LabelledSet, compute_splits
 from pixelmine.learn.splits import (
     assign_splits,
     groups_from_pairs,
+    near_duplicate_groups,
     near_duplicate_pairs,
     normalise_split_values,
     straddling_groups,
@@ -124,3 +125,17 @@ def test_split_config_is_checked():
         SplitConfig(train=0.8, val=0.15, test=0.15).check()
     with pytest.raises(InputError, match="train and test fractions must be above 0"):
         SplitConfig(train=0.85, val=0.15, test=0.0).check()
+
+
+def test_features_that_cannot_tell_images_apart_do_not_make_one_giant_group():
+    # 200 images whose features differ only slightly (a weak backbone, or a very uniform data set): at 0.98
+    # almost every pair is "similar", but near-duplicate groups must stay small, so the threshold tightens.
+    rng = np.random.default_rng(0)
+    vectors = np.ones((200, 16)) + 0.05 * rng.standard_normal((200, 16))
+    vectors[:, 0] += np.linspace(0, 0.01, 200)
+    groups, _, notes = near_duplicate_groups(vectors, 0.5, max_group=20)
+    assert np.bincount(groups).max() <= 20 and notes
+    # real near-duplicates survive the tightening
+    copies = np.r_[vectors, vectors[:5] + 1e-5 * rng.standard_normal((5, 16))]
+    groups, _, _ = near_duplicate_groups(copies, 0.5, max_group=20)
+    assert all(groups[k] == groups[200 + k] for k in range(5))

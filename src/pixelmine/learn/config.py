@@ -106,6 +106,7 @@ class TrainConfig:
     bootstrap: int = 1000  # bootstrap resamples for the confidence intervals
     min_confidence: float | None = None  # predictions below this top-1 probability are `uncertain`;
     # None = 1.5 / number of classes, capped at 0.6
+    min_margin: float = 0.1  # predictions whose top two probabilities are closer than this are `uncertain`
     novelty_quantile: float = 0.99  # predictions farther from the training data than this quantile of the
     # training images' own neighbour distances are `uncertain`
     exclude_classes: tuple[str, ...] = ()  # labels left out of training (e.g. a class with one image)
@@ -130,6 +131,8 @@ class TrainConfig:
             raise InputError(f"bootstrap must be >= 0; got {self.bootstrap!r}")
         if self.min_confidence is not None and not 0 <= self.min_confidence <= 1:
             raise InputError(f"min_confidence must be in [0, 1] or None; got {self.min_confidence!r}")
+        if not 0 <= self.min_margin <= 1:
+            raise InputError(f"min_margin must be in [0, 1]; got {self.min_margin!r}")
         if not 0 < self.novelty_quantile <= 1:
             raise InputError(f"novelty_quantile must be in (0, 1]; got {self.novelty_quantile!r}")
         self.split.check()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from .config import SPLIT_NAMES, SplitConfig
-from .splits import assign_splits, groups_from_pairs, near_duplicate_pairs, normalise_split_values, straddling_groups
+from .splits import assign_splits, near_duplicate_groups, normalise_split_values, straddling_groups
 
 log = logging.getLogger(__name__)
 META_KEY = "learn.split"
@@ -33,6 +34,7 @@ class LabelledSet:
     metadata: list[dict]
     unlabelled: int = 0  # ok images without a label (or with conflicting labels)
     excluded: dict = field(default_factory=dict)  # class -> images left out by exclude_classes
+    ignored: int = 0  # images a person marked 'ignore' in the label corrections
 
     @property
     def classes(self) -> list[str]:
@@ -75,11 +77,21 @@ class SplitResult:
 
 
 def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
-    """The workspace's ok images that carry a label, minus ``exclude_classes``; checked for training.
+    """The workspace's ok images that carry a label (after people's label corrections), minus
+    ``exclude_classes``; checked for training.
 
     InputError when there are no labels, a single class, or a class with a single image.
     """
-    rows = ws.images(status="ok")
+    rows = [dict(r) for r in ws.images(status="ok")]
+    corrections = label_corrections(ws)
+    ignored = 0
+    for row in rows:
+        action, new_label = corrections.get(row["id"], (None, None))
+        if action == "relabel" and new_label is not None:
+            row["label"] = new_label
+        elif action == "ignore":
+            row["label"] = None
+            ignored += 1
     exclude = set(exclude_classes or ())
     unknown_excluded = exclude - {r["label"] for r in rows}
     if unknown_excluded:
@@ -89,9 +101,24 @@ def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
     excluded = dict(Counter(r["label"] for r in rows if r["label"] in exclude))
     data = LabelledSet(ids=[r["id"] for r in kept], labels=np.asarray([r["label"] for r in kept], dtype=str),
                        paths=[r["path"] for r in kept], metadata=[r["metadata"] for r in kept],
-                       unlabelled=sum(1 for r in rows if r["label"] is None), excluded=excluded)
+                       unlabelled=sum(1 for r in rows if r["label"] is None) - ignored, excluded=excluded,
+                       ignored=ignored)
     check_trainable(data.labels, total_ok=len(rows), workspace=str(ws.root))
     return data
+
+
+def label_corrections(ws) -> dict[str, tuple[str, str | None]]:
+    """The latest label correction per image (catalog table ``label_corrections``, written by people through
+    the discovery stage): image id -> (action, new label). ``relabel`` replaces the label for training,
+    ``ignore`` leaves the image out, ``accept`` keeps it as it is."""
+    try:
+        rows = ws.catalog.query(
+            """SELECT c.image_id, c.action, c.new_label FROM label_corrections c
+               JOIN (SELECT image_id, MAX(id) AS last FROM label_corrections GROUP BY image_id) latest
+               ON c.id = latest.last""")
+    except sqlite3.OperationalError:  # a catalog from before the table existed
+        return {}
+    return {row["image_id"]: (row["action"], row["new_label"]) for row in rows}
 
 
 def check_trainable(labels: np.ndarray, *, total_ok: int | None = None, workspace: str = "") -> None:
@@ -126,14 +153,15 @@ def compute_splits(data: LabelledSet, config: SplitConfig, vectors: np.ndarray |
     """Split ``data``; ``vectors`` (rows aligned with ``data.ids``) find near-duplicates to keep together."""
     config.check()
     n = len(data.ids)
-    pairs = np.zeros((0, 2), np.int64)
+    groups, linked = np.arange(n, dtype=np.int64), 0
     notes: list[str] = []
     if config.near_duplicate_cosine is not None:
         if vectors is None:
             notes.append("no features given: only exact duplicates are kept together")
         else:
-            pairs = near_duplicate_pairs(vectors, config.near_duplicate_cosine, seed=config.seed)
-    groups = groups_from_pairs(n, pairs)
+            groups, linked, group_notes = near_duplicate_groups(np.asarray(vectors), config.near_duplicate_cosine,
+                                                                seed=config.seed)
+            notes += group_notes
     sizes = np.bincount(groups)
     if config.column:
         values = [meta.get(config.column) for meta in data.metadata]
@@ -149,15 +177,12 @@ def compute_splits(data: LabelledSet, config: SplitConfig, vectors: np.ndarray |
                                seed=config.seed)
         source = "random"
     result = SplitResult(ids=list(data.ids), labels=data.labels, splits=splits, groups=groups, source=source,
-                         config=asdict(config), near_duplicate_pairs=len(pairs),
+                         config=asdict(config), near_duplicate_pairs=linked,
                          grouped_images=int((sizes[groups] >= 2).sum()), largest_group=int(sizes.max(initial=1)),
                          straddling_groups=straddling_groups(groups, splits), notes=notes)
     if result.straddling_groups:
         result.notes.append(f"{result.straddling_groups} near-duplicate groups straddle the splits of column "
                             f"{config.column!r}: test scores may be optimistic")
-    if result.largest_group > max(10, 0.05 * n):
-        result.notes.append(f"the largest near-duplicate group holds {result.largest_group} of {n} images; if "
-                            "they are not copies, raise split.near_duplicate_cosine")
     for label, row in result.table().items():
         empty = [s for s in ("val", "test") if getattr(config, s) > 0 and row[s] == 0]
         if empty:
@@ -188,7 +213,8 @@ def stored_splits(ws, data: LabelledSet, config: SplitConfig) -> np.ndarray | No
 
 def write_splits(ws, data: LabelledSet, result: SplitResult, config: SplitConfig) -> None:
     """Store the split in ``images.split`` (NULL for every other image) and its stamp in ``meta``."""
-    stamp = json.dumps({"stamp": _split_stamp(data, config), "summary": result.summary()}, sort_keys=True)
+    stamp = json.dumps({"stamp": _split_stamp(data, config), "summary": result.summary(),
+                        "groups": result.groups.tolist()}, sort_keys=True)
     with ws.catalog.transaction() as conn:
         conn.execute("UPDATE images SET split = NULL WHERE split IS NOT NULL")
         conn.executemany("UPDATE images SET split = ? WHERE id = ?", zip(result.splits.tolist(), result.ids))
@@ -204,12 +230,12 @@ def ensure_splits(ws, data: LabelledSet, config: SplitConfig, vectors: np.ndarra
         if splits is not None:
             rows = ws.catalog.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
             summary = json.loads(rows[0]["value"])["summary"]
-            pairs = (near_duplicate_pairs(vectors, config.near_duplicate_cosine, seed=config.seed)
-                     if vectors is not None and config.near_duplicate_cosine is not None else np.zeros((0, 2), np.int64))
-            groups = groups_from_pairs(len(data.ids), pairs)
+            stored_groups = json.loads(rows[0]["value"]).get("groups")
+            groups = (np.asarray(stored_groups, dtype=np.int64) if stored_groups is not None
+                      and len(stored_groups) == len(data.ids) else np.arange(len(data.ids), dtype=np.int64))
             return SplitResult(ids=list(data.ids), labels=data.labels, splits=splits, groups=groups,
                                source=f"{summary.get('source', 'random')} (stored)",
-                               config=asdict(config), near_duplicate_pairs=len(pairs),
+                               config=asdict(config), near_duplicate_pairs=summary.get("near_duplicate_pairs", 0),
                                grouped_images=summary.get("grouped_images", 0),
                                largest_group=summary.get("largest_group", 1),
                                straddling_groups=straddling_groups(groups, splits), notes=summary.get("notes", []))

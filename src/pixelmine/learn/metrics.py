@@ -143,6 +143,11 @@ def evaluate(y_true: Sequence[str], probs: np.ndarray, classes: Sequence[str], *
     if len(y_true) == 0:
         raise InputError("there are no labelled images to evaluate on; label images (pixelmine ingest "
                          "--labels-from-folders or a manifest) and give the test split some")
+    sums = probs.sum(axis=1, keepdims=True)
+    if np.any(np.abs(sums - 1) > 1e-3):
+        raise InputError("each row of probs must sum to 1 (probabilities over the classes); got row sums from "
+                         f"{sums.min():.4f} to {sums.max():.4f}")
+    probs = probs / sums  # float32 rounding: sklearn's log loss checks the sums at float64 precision
     truth = label_indices(list(y_true), classes)
     predicted = np.argmax(probs, axis=1)
     labels = np.arange(len(classes))

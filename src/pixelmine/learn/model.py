@@ -34,6 +34,7 @@ class Model:
         self.backbone: str = self.info["backbone"]
         self.classes: list[str] = list(self.info["classes"])
         self.min_confidence: float = float(self.info["uncertainty"]["min_confidence"])
+        self.min_margin: float = float(self.info["uncertainty"].get("min_margin", 0.0))
         self._bundle = None
         self._network = None
 
@@ -118,7 +119,7 @@ class Model:
         todo = [r for r in range(len(files)) if r not in vectors and image_ids[r] is not None]
         errors: dict[int, str] = {r: "the file cannot be read" for r, i in enumerate(image_ids) if i is None}
         if todo:
-            fresh, fresh_errors = embed_files(self.backbone, [files[r] for r in todo],
+            fresh, fresh_errors = embed_files(self.workspace.root, self.backbone, [files[r] for r in todo],
                                               fingerprint=self.info["feature_fingerprint"], progress=progress)
             for k, r in enumerate(todo):
                 if k in fresh_errors:
@@ -136,20 +137,27 @@ class Model:
         the batch always completes. Rows keep the order of the files found."""
         if top_k < 1:
             raise InputError(f"top_k must be >= 1; got {top_k!r}")
-        files, error_rows = expand_inputs(paths)
+        entries = expand_inputs(paths)
+        files = [path for path, problem in entries if problem is None]
         from .embed import file_ids
 
         image_ids, hash_errors = file_ids(files)
         probs, novelty, ok, errors = self._probs_for_files(files, image_ids, progress)
         errors = {**errors, **hash_errors}
         rows = build_predictions(probs, novelty, self.classes, top_k=min(top_k, len(self.classes)),
-                                 min_confidence=self.min_confidence, paths=[files[r] for r in ok],
+                                 min_confidence=self.min_confidence, min_margin=self.min_margin,
+                                 paths=[files[r] for r in ok],
                                  image_ids=[image_ids[r] for r in ok])
         by_row = dict(zip(ok, rows))
-        result = Predictions(error_rows)
-        for r, path in enumerate(files):
-            result.append(by_row[r] if r in by_row else error_prediction(path, errors.get(r, "not processed"),
-                                                                         image_ids[r]))
+        result = Predictions()
+        row = 0
+        for path, problem in entries:
+            if problem is not None:
+                result.append(error_prediction(path, problem))
+                continue
+            result.append(by_row[row] if row in by_row else
+                          error_prediction(path, errors.get(row, "not processed"), image_ids[row]))
+            row += 1
         return result
 
     def evaluate(self, paths=None, labels=None, *, progress=False, n_bootstrap: int = 1000, save: bool = True

@@ -84,10 +84,14 @@ def _fmt(value: float | None) -> str | None:
 
 
 def build_predictions(probs: np.ndarray, novelty: np.ndarray | None, classes: Sequence[str], *, top_k: int,
-                      min_confidence: float, paths: Sequence[str | None], image_ids: Sequence[str | None] | None = None
-                      ) -> list[Prediction]:
-    """Rows for successfully processed images (probs (N, K), novelty (N,) or None)."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :max(1, top_k)]
+                      min_confidence: float, paths: Sequence[str | None], min_margin: float = 0.0,
+                      image_ids: Sequence[str | None] | None = None) -> list[Prediction]:
+    """Rows for successfully processed images (probs (N, K), novelty (N,) or None).
+
+    Uncertain when the top-1 probability is below ``min_confidence``, when the top two are within
+    ``min_margin`` of each other, or when the novelty ratio is above 1.
+    """
+    order = np.argsort(-probs, axis=1, kind="stable")
     rows = []
     for i in range(len(probs)):
         best = int(order[i, 0])
@@ -96,10 +100,15 @@ def build_predictions(probs: np.ndarray, novelty: np.ndarray | None, classes: Se
         reasons = []
         if probability < min_confidence:
             reasons.append(f"low confidence ({probability:.2f} < {min_confidence:.2f})")
+        elif probs.shape[1] > 1 and probability - float(probs[i, order[i, 1]]) < min_margin:
+            runner_up = order[i, 1]
+            reasons.append(f"low confidence: {classes[best]} ({probability:.2f}) and {classes[runner_up]} "
+                           f"({float(probs[i, runner_up]):.2f}) are nearly tied")
         if ratio is not None and ratio > 1.0:
             reasons.append(f"unlike the training images (novelty {ratio:.2f} > 1)")
         rows.append(Prediction(path=paths[i], label=str(classes[best]), probability=probability,
-                               top_k=[{"label": str(classes[j]), "probability": float(probs[i, j])} for j in order[i]],
+                               top_k=[{"label": str(classes[j]), "probability": float(probs[i, j])}
+                                      for j in order[i, :max(1, top_k)]],
                                uncertain=bool(reasons), reason="; ".join(reasons) or None, novelty=ratio,
                                image_id=None if image_ids is None else image_ids[i]))
     return rows
@@ -109,34 +118,34 @@ def error_prediction(path: str | None, message: str, image_id: str | None = None
     return Prediction(path=path, uncertain=True, reason=message, error=message, image_id=image_id)
 
 
-def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:
-    """(image files, error rows). Folders are walked (image extensions only), globs expanded, files kept."""
+def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[tuple[str, str | None]]:
+    """(path, error or None) per file, in the order given. Folders are walked (image extensions only), globs
+    expanded; a path that matches nothing becomes an error entry."""
     from ..ingest.sources import walk_folder
 
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    files: list[str] = []
-    errors: list[Prediction] = []
+    entries: list[tuple[str, str | None]] = []
     for raw in inputs:
         text = os.path.expanduser(os.fspath(raw))
         if os.path.isdir(text):
             found = [item.path for item in walk_folder(text)]
             if not found:
-                errors.append(error_prediction(os.path.abspath(text), "folder holds no image files"))
-            files.extend(found)
+                entries.append((os.path.abspath(text), "folder holds no image files"))
+            entries.extend((path, None) for path in found)
         elif os.path.lexists(text):
-            files.append(os.path.abspath(text))
+            entries.append((os.path.abspath(text), None))
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
-                errors.append(error_prediction(text, "no file matches this pattern"))
+                entries.append((text, "no file matches this pattern"))
             for match in matches:
                 if os.path.isdir(match):
-                    files.extend(item.path for item in walk_folder(match))
+                    entries.extend((item.path, None) for item in walk_folder(match))
                 else:
-                    files.append(os.path.abspath(match))
+                    entries.append((os.path.abspath(match), None))
         else:
-            errors.append(error_prediction(os.path.abspath(text), "file not found; check the path"))
-    if not files and not errors:
+            entries.append((os.path.abspath(text), "file not found; check the path"))
+    if not entries:
         raise InputError("nothing to predict: give image files, folders or glob patterns")
-    return files, errors
+    return entries

@@ -85,6 +85,36 @@ def groups_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def near_duplicate_groups(vectors: np.ndarray, threshold: float, *, max_group: int | None = None,
+                          seed: int = 0) -> tuple[np.ndarray, int, list[str]]:
+    """(group per row, number of similar pairs inside the groups, notes). Near-duplicates are rare and come in small groups: a
+    component larger than ``max_group`` (default: 1 % of the images, at least 5) means the features cannot tell
+    these images apart at ``threshold`` (a homogeneous data set, or a weak backbone), not that they are
+    copies. Such a component is split again at a stricter threshold (half-way to 1), up to 6 times."""
+    n = len(vectors)
+    max_group = max_group or max(5, int(np.ceil(0.01 * n)))
+    pairs = near_duplicate_pairs(vectors, threshold, seed=seed)
+    groups = groups_from_pairs(n, pairs)
+    notes: list[str] = []
+    for _ in range(6):
+        sizes = np.bincount(groups)
+        big = np.flatnonzero(sizes > max_group)
+        if len(big) == 0:
+            break
+        threshold = threshold + (1.0 - threshold) / 2
+        next_group = int(groups.max()) + 1
+        for group in big:
+            rows = np.flatnonzero(groups == group)
+            sub = groups_from_pairs(len(rows), near_duplicate_pairs(vectors[rows], threshold, seed=seed))
+            groups[rows] = next_group + sub
+            next_group += int(sub.max()) + 1
+        notes.append(f"{len(big)} near-duplicate group(s) had more than {max_group} images; split again at cosine "
+                     f">= {threshold:.4f}")
+    _, groups = np.unique(groups, return_inverse=True)
+    linked = int((groups[pairs[:, 0]] == groups[pairs[:, 1]]).sum()) if len(pairs) else 0
+    return groups.astype(np.int64), linked, notes
+
+
 def _group_order_key(seed: int, member_ids: Sequence[str]) -> str:
     return hashlib.sha256(f"{seed}:{min(member_ids)}".encode()).hexdigest()
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..catalog import utc_now
-from ..errors import NotFittedError
+from ..errors import InputError, NotFittedError
 from ..progress import resolve_progress
 from . import artifacts
 from .config import TrainConfig
@@ -74,10 +73,9 @@ def features_for(ws, backbone: str, data: LabelledSet, *, progress="auto"):
         keep = np.asarray([i in have for i in data.ids])
         notes.append(f"{len(missing)} labelled images have no {backbone} features (they failed to decode or "
                      "were not extracted) and are left out")
-        data = LabelledSet(ids=[i for i, k in zip(data.ids, keep) if k], labels=data.labels[keep],
-                           paths=[p for p, k in zip(data.paths, keep) if k],
-                           metadata=[m for m, k in zip(data.metadata, keep) if k],
-                           unlabelled=data.unlabelled, excluded=data.excluded)
+        data = replace(data, ids=[i for i, k in zip(data.ids, keep) if k], labels=data.labels[keep],
+                       paths=[p for p, k in zip(data.paths, keep) if k],
+                       metadata=[m for m, k in zip(data.metadata, keep) if k])
         from .data import check_trainable
 
         check_trainable(data.labels, workspace=str(ws.root))
@@ -85,11 +83,12 @@ def features_for(ws, backbone: str, data: LabelledSet, *, progress="auto"):
 
 
 def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resume: bool = False,
-          progress="auto", **overrides):
+          progress="auto", on_epoch=None, **overrides):
     """Train, evaluate and save a model; returns the loaded :class:`~pixelmine.learn.model.Model`.
 
     ``overrides`` are TrainConfig fields (``head="svm"``, ``name="best"``, ``split={"seed": 1}``, ...).
-    ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning.
+    ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning;
+    ``on_epoch(record)`` receives each fine-tuning epoch's losses and accuracies.
     """
     from .model import Model
 
@@ -104,11 +103,16 @@ def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resum
         features, data, notes = features_for(ws, config.backbone, data, progress=progress)
         X = np.asarray(features.vectors[features.rows(data.ids)], dtype=np.float32)
         split = ensure_splits(ws, data, config.split, X, resplit=resplit)
+        if not (split.splits == "test").any():
+            raise InputError(f"the test split is empty ({len(split.ids)} labelled images, split {split.source}); "
+                             "a model must be measured on images it did not learn from: label more images, "
+                             "raise split.test, or give test images in your split column")
         directory = artifacts.prepare_dir(ws, config.model_name, keep_checkpoints=resume)
         if config.head == "finetune":
             from .finetune import train_finetune
 
-            outcome = train_finetune(ws, directory, data, split, X, config, resume=resume, progress=progress)
+            outcome = train_finetune(ws, directory, data, split, X, config, resume=resume, progress=progress,
+                                     on_epoch=on_epoch)
         else:
             outcome = _train_probe(directory, X, split, config, progress)
         outcome.notes[:0] = notes + split.notes
@@ -171,7 +175,7 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
         "classes": classes,
         "uncertainty": {"min_confidence": (config.min_confidence if config.min_confidence is not None
                                            else default_min_confidence(len(classes))),
-                        "novelty_quantile": config.novelty_quantile},
+                        "min_margin": config.min_margin, "novelty_quantile": config.novelty_quantile},
         "data_fingerprint": data_fingerprint(split.ids, split.labels, extra=features.fingerprint),
         "n_train": int((split.splits == "train").sum()), "n_val": int((split.splits == "val").sum()),
         "n_test": int((split.splits == "test").sum()),

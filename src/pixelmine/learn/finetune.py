@@ -1,0 +1,373 @@
+"""Fine-tuning a pretrained backbone (PyTorch): the top replaced, trained frozen, then the top blocks unfrozen.
+
+Phase 1 (``frozen_epochs``): only the new linear top learns; the backbone runs without gradients and its
+batch-norm statistics stay fixed. Phase 2 (``epochs``): the top ``unfreeze_blocks`` backbone blocks learn
+too, at ``backbone_lr`` (lower than the top's ``lr``, so pretrained features are adjusted, not erased).
+Both phases: AdamW, a cosine learning-rate schedule per phase, label smoothing, augmentation of the
+training images. Early stopping on the validation loss (phase 2) with ``patience``; the weights of the
+epoch with the lowest validation loss are kept.
+
+A checkpoint is written after every epoch (``checkpoints/epoch-NNN.pt``, only the newest kept, plus
+``checkpoints/best.pt``); ``resume=True`` continues from it. Every epoch reseeds from (seed, epoch), so a
+resumed run is identical to an uninterrupted one. CPU by default; CUDA with fp16 autocast when present
+(never autocast on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..progress import resolve_progress
+from . import artifacts
+from .config import TrainConfig
+from .metrics import evaluate
+from .network import ImageDataset, augmentation, build_network, set_trainable, train_mode, tta_views
+from .novelty import NoveltyScorer
+from .search import stratified_subsample
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("finetune.device is 'cuda' but PyTorch sees no CUDA GPU here; use device='cpu' or 'auto'")
+    return name
+
+
+def input_spec(backbone: str, config: TrainConfig) -> dict:
+    """How images become the network's input: size, resize, crop, interpolation (saved in model.json)."""
+    from .. import backbones
+
+    pre = backbones.get(backbone).preprocessing
+    size = config.finetune.image_size or pre.input_size
+    resize = int(round(size * pre.resize / pre.input_size))
+    return {"input_size": size, "resize": resize, "crop": config.finetune.crop, "interpolation": pre.interpolation,
+            "mean": list(pre.mean), "std": list(pre.std)}
+
+
+def _dataset(paths, targets, spec: dict, augment=None) -> ImageDataset:
+    return ImageDataset(list(paths), np.asarray(targets), input_size=spec["input_size"], resize=spec["resize"],
+                        crop=spec["crop"], interpolation=spec["interpolation"], augment=augment)
+
+
+def _loader(dataset, batch_size: int, *, num_workers: int = 0, shuffle: bool = False, generator=None):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       num_workers=num_workers, drop_last=False)
+
+
+@torch.no_grad()
+def predict_loader(net, loader, *, device: str, tta: bool, vflip: bool, amp: bool = False):
+    """(probs (N, K), features (N, D), ok (N,) bool) over a loader of (pixels, target, ok)."""
+    net.eval()
+    probs, feats, oks = [], [], []
+    for pixels, _, ok in loader:
+        pixels = pixels.to(device)
+        views = tta_views(pixels, vflip) if tta else [pixels]
+        total = None
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+            for k, view in enumerate(views):
+                logits, features = net(view)
+                p = torch.softmax(logits.float(), dim=1)
+                total = p if total is None else total + p
+                if k == 0:
+                    feats.append(features.float().cpu())
+        probs.append((total / len(views)).cpu())
+        oks.append(ok)
+    if not probs:
+        return np.zeros((0, net.classifier.out_features)), np.zeros((0, net.classifier.in_features)), np.zeros(0, bool)
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy(), torch.cat(oks).numpy().astype(bool)
+
+
+class _Trainer:
+    """The epoch loop with checkpoints; one instance per training run."""
+
+    def __init__(self, net, config: TrainConfig, train_ds, val_ds, checkpoints: Path, device: str, report):
+        self.net = net
+        self.config = config
+        self.ft = config.finetune
+        self.train_ds = train_ds
+        self.val_ds = val_ds
+        self.dir = checkpoints
+        self.device = device
+        self.amp = device == "cuda" and self.ft.mixed_precision
+        self.report = report
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.ft.label_smoothing)
+        self.steps_per_epoch = max(1, math.ceil(len(train_ds) / self.ft.batch_size))
+        self.total_epochs = self.ft.frozen_epochs + self.ft.epochs
+        self.state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
+                      "stopped_early": False, "skipped_images": 0}
+
+    def _phase(self, epoch: int) -> str:
+        return "frozen" if epoch < self.ft.frozen_epochs else "unfrozen"
+
+    def _optimizer(self, phase: str):
+        unfreeze = 0 if phase == "frozen" else self.ft.unfreeze_blocks
+        unfrozen = set_trainable(self.net, unfreeze)
+        groups = [{"params": list(self.net.classifier.parameters()), "lr": self.ft.lr}]
+        if unfrozen:
+            groups.append({"params": unfrozen, "lr": self.ft.backbone_lr})
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.ft.weight_decay)
+        epochs = self.ft.frozen_epochs if phase == "frozen" else self.ft.epochs
+        total = max(1, epochs * self.steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+        return optimizer, scheduler
+
+    def _checkpoint_path(self, epoch: int) -> Path:
+        return self.dir / f"epoch-{epoch:03d}.pt"
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self.dir.glob("epoch-*.pt"))
+        return found[-1] if found else None
+
+    def run(self, *, resume: bool, on_epoch=None) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        optimizer = scheduler = None
+        phase = None
+        pending = None
+        latest = self.latest_checkpoint() if resume else None
+        if latest is not None:
+            pending = torch.load(latest, map_location=self.device, weights_only=False)
+            self.net.load_state_dict(pending["model"])
+            self.state = pending["state"]
+            log.info("resuming fine-tuning after epoch %d from %s", self.state["epoch"], latest)
+        elif not resume:
+            for stale in self.dir.glob("*.pt"):
+                stale.unlink()
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        for epoch in range(self.state["epoch"], self.total_epochs):
+            if self.state["stopped_early"]:
+                break
+            if self._phase(epoch) != phase:
+                phase = self._phase(epoch)
+                optimizer, scheduler = self._optimizer(phase)
+                if pending is not None and pending["phase"] == phase:
+                    optimizer.load_state_dict(pending["optimizer"])
+                    scheduler.load_state_dict(pending["scheduler"])
+                    scaler.load_state_dict(pending["scaler"])
+                pending = None
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = self._train_epoch(epoch, optimizer, scheduler, scaler)
+            val_loss, val_acc = self._validate()
+            monitored = val_loss if val_loss is not None else train_loss
+            record = {"epoch": epoch + 1, "phase": phase, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
+                      "seconds": round(time.perf_counter() - started, 2)}
+            self.state["history"].append(record)
+            if monitored < self.state["best_val_loss"] - 1e-4:
+                self.state.update(best_val_loss=monitored, best_epoch=epoch + 1, bad_epochs=0)
+                _atomic_torch_save(self.net.state_dict(), self.dir / "best.pt")
+            else:
+                self.state["bad_epochs"] += 1
+            if phase == "unfrozen" and self.state["bad_epochs"] >= self.ft.patience > 0:
+                self.state["stopped_early"] = True
+            self.state["epoch"] = epoch + 1
+            _atomic_torch_save({"model": self.net.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                "phase": phase, "state": self.state}, self._checkpoint_path(epoch + 1))
+            for old in self.dir.glob("epoch-*.pt"):
+                if old != self._checkpoint_path(epoch + 1):
+                    old.unlink()
+            log.info("epoch %d/%d (%s): train loss %.4f acc %.3f, val loss %s acc %s, %.1f s", epoch + 1,
+                     self.total_epochs, phase, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc), record["seconds"])
+            if on_epoch is not None:
+                on_epoch(record)
+        best = self.dir / "best.pt"
+        if best.exists():
+            self.net.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
+        return self.state
+
+    def _train_epoch(self, epoch: int, optimizer, scheduler, scaler) -> tuple[float, float]:
+        seed = self.config.seed * 100_003 + epoch  # per epoch: a resumed run draws the same numbers
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        loader = _loader(self.train_ds, self.ft.batch_size, num_workers=self.ft.num_workers, shuffle=True,
+                         generator=generator)
+        train_mode(self.net)
+        if self._phase(epoch) == "frozen":
+            self.net.backbone.eval()
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, (pixels, targets, ok) in enumerate(loader):
+            if not ok.all():
+                self.state["skipped_images"] += int((~ok).sum())
+                pixels, targets = pixels[ok], targets[ok]
+                if len(targets) == 0:
+                    continue
+            pixels, targets = pixels.to(self.device), targets.to(self.device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+                logits, _ = self.net(pixels)
+                loss = self.loss_fn(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += float(loss.detach()) * len(targets)
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+            self.report(epoch * self.steps_per_epoch + step + 1, self.total_epochs * self.steps_per_epoch)
+        return total_loss / max(seen, 1), correct / max(seen, 1)
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[float | None, float | None]:
+        if len(self.val_ds) == 0:
+            return None, None
+        loader = _loader(self.val_ds, self.ft.batch_size, num_workers=self.ft.num_workers)
+        probs, _, ok = predict_loader(self.net, loader, device=self.device, tta=False, vflip=False, amp=self.amp)
+        targets = np.asarray(self.val_ds.targets)[ok]
+        probs = probs[ok]
+        if len(targets) == 0:
+            return None, None
+        loss = float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, 1)).mean())
+        return loss, float((probs.argmax(1) == targets).mean())
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: TrainConfig, *, resume: bool = False,
+                   progress="auto", on_epoch=None):
+    """Fine-tune ``config.backbone`` on the split; returns a TrainOutcome (see train.py)."""
+    from .probe import base_head, fit_oof
+    from .train import TrainOutcome
+
+    ft = config.finetune
+    device = resolve_device(ft.device)
+    classes = sorted(set(split.labels.tolist()))
+    targets = np.searchsorted(classes, split.labels)
+    paths = np.asarray(data.paths, dtype=object)
+    train, val, test = (split.rows(s) for s in ("train", "val", "test"))
+    notes = []
+    if ft.max_train_images is not None and len(train) > ft.max_train_images:
+        keep = stratified_subsample(split.labels[train], ft.max_train_images, config.seed)
+        notes.append(f"fine-tuned on a stratified sample of {len(keep)} of the {len(train)} training images "
+                     "(finetune.max_train_images)")
+        train = train[keep]
+    spec = input_spec(config.backbone, config)
+    torch.manual_seed(config.seed)
+    net = build_network(config.backbone, len(classes), ft.dropout, device=device)
+    augment = augmentation(ft, spec["input_size"], spec["interpolation"])
+    train_ds = _dataset(paths[train], targets[train], spec, augment)
+    val_ds = _dataset(paths[val], targets[val], spec)
+    report, close = resolve_progress(progress, f"fine-tune {config.backbone}", unit="batch")
+    started = time.perf_counter()
+    try:
+        state = _Trainer(net, config, train_ds, val_ds, directory / "checkpoints", device, report).run(
+            resume=resume, on_epoch=on_epoch)
+    finally:
+        close()
+    train_s = time.perf_counter() - started
+    if state["skipped_images"]:
+        notes.append(f"{state['skipped_images']} training images could not be decoded and were skipped")
+    amp = device == "cuda" and ft.mixed_precision
+    t0 = time.perf_counter()
+    test_loader = _loader(_dataset(paths[test], targets[test], spec), ft.batch_size, num_workers=ft.num_workers)
+    probs, _, ok = predict_loader(net, test_loader, device=device, tta=ft.tta, vflip=ft.vflip, amp=amp)
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} test images could not be decoded and are left out of the test metrics")
+    test_eval = evaluate(split.labels[test][ok], probs[ok], classes, ids=[split.ids[i] for i in test[ok]],
+                         n_bootstrap=config.bootstrap, seed=config.seed)
+    test_s = time.perf_counter() - t0
+    # Novelty on the fine-tuned network's own features of (a sample of) the training images.
+    reference = train[stratified_subsample(split.labels[train], 2000, config.seed)]
+    ref_loader = _loader(_dataset(paths[reference], targets[reference], spec), ft.batch_size,
+                         num_workers=ft.num_workers)
+    _, ref_features, ref_ok = predict_loader(net, ref_loader, device=device, tta=False, vflip=False, amp=amp)
+    novelty = NoveltyScorer(quantile=config.novelty_quantile, random_state=config.seed).fit(ref_features[ref_ok])
+    # Out-of-fold probabilities: k fine-tunings would cost k times the training; a logistic probe on the
+    # pretrained backbone's cached features gives every labelled image an honest held-out probability.
+    oof_probs, folds, oof_eval, oof_notes = fit_oof(base_head(config, "logreg"), X, split.labels, split, config)
+    net_cpu = net.to("cpu")
+    _atomic_torch_save(net_cpu.state_dict(), directory / "weights.pt")
+    artifacts.atomic_joblib(directory / "novelty.joblib", novelty)
+    artifacts.atomic_write_json(directory / "history.json", state)
+    network_info = {**spec, "dropout": ft.dropout, "tta": ft.tta, "vflip": ft.vflip}
+    return TrainOutcome(
+        kind="finetune", head_params={"frozen_epochs": ft.frozen_epochs, "epochs": ft.epochs,
+                                      "unfreeze_blocks": ft.unfreeze_blocks, "lr": ft.lr,
+                                      "backbone_lr": ft.backbone_lr},
+        test=test_eval, oof_probs=oof_probs, oof_folds=folds, oof=oof_eval,
+        oof_model=f"logreg on pretrained {config.backbone} features", search=None,
+        timings={"train_s": round(train_s, 2), "test_s": round(test_s, 2), "epochs_run": state["epoch"],
+                 "best_epoch": state["best_epoch"], "device": device},
+        notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"]})
+
+
+# -- prediction with a saved fine-tuned model ----------------------------------------------------------
+def load_network(model):
+    """(FinetuneNet on CPU in eval mode, NoveltyScorer) of a saved fine-tuned model; cached on the model."""
+    if model._network is None:
+        import joblib
+
+        info = model.info["network"]
+        net = build_network(model.backbone, len(model.classes), info["dropout"])
+        net.load_state_dict(torch.load(model.dir / "weights.pt", map_location="cpu", weights_only=True))
+        model._network = (net.eval(), joblib.load(model.dir / "novelty.joblib"))
+    return model._network
+
+
+def network_predict_files(model, files: list[str], *, progress=False, batch_size: int = 32):
+    """(probs, novelty, ok rows, {row: error}) of image files through a fine-tuned model."""
+    net, novelty = load_network(model)
+    info = model.info["network"]
+    errors: dict[int, str] = {}
+    dataset = _dataset(files, np.zeros(len(files), dtype=np.int64), info)
+    report, close = resolve_progress(progress, f"predict {model.name}")
+    probs_all, feats_all, ok_all = [], [], []
+    try:
+        done = 0
+        for pixels, targets, ok in _loader(dataset, batch_size):
+            p, f, o = predict_loader(net, [(pixels, targets, ok)], device="cpu", tta=info["tta"], vflip=info["vflip"])
+            probs_all.append(p)
+            feats_all.append(f)
+            ok_all.append(o)
+            done += len(targets)
+            report(done, len(files))
+    finally:
+        close()
+    ok = np.concatenate(ok_all) if ok_all else np.zeros(0, bool)
+    for row in np.flatnonzero(~ok):
+        errors[int(row)] = _decode_error(files[row])
+    rows = np.flatnonzero(ok).tolist()
+    if not rows:
+        return np.zeros((0, len(model.classes))), np.zeros(0), rows, errors
+    probs = np.concatenate(probs_all)[ok]
+    feats = np.concatenate(feats_all)[ok]
+    return probs, novelty.novelty(feats), rows, errors
+
+
+def _decode_error(path: str) -> str:
+    """Why a file could not be decoded, in words (the dataset only knows that it failed)."""
+    from ..imaging.decode import open_rgb
+
+    try:
+        open_rgb(path)
+    except OSError as exc:
+        return f"cannot decode the image ({type(exc).__name__}: {exc}); check the file, or re-export it"
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot decode the image ({type(exc).__name__}: {exc})"
+    return "cannot decode the image"
+
+
+def history_table(directory: Path) -> list[dict]:
+    path = directory / "history.json"
+    return json.loads(path.read_text())["history"] if path.exists() else []

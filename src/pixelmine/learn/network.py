@@ -1,0 +1,180 @@
+"""The fine-tuned network and its image input (PyTorch).
+
+``FinetuneNet`` wraps a registered backbone (``pixelmine.backbones.create``: uint8 NHWC pixels in, pooled
+features out) with a new top: dropout + a linear layer over the model's classes. Its input is the same
+uint8 pixels as extraction's, so a fine-tuned model exports and serves like a backbone.
+
+Images are decoded with ``pixelmine.imaging.decode`` (EXIF orientation, CMYK, 16-bit, alpha: the same
+pixels as extraction). ``crop=False`` resizes the whole image to the input square (nothing cut off: a
+defect at the border stays visible); ``crop=True`` uses the backbone's resize + centre crop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..imaging.decode import open_rgb, prepare
+
+
+class FinetuneNet(nn.Module):
+    def __init__(self, backbone: nn.Module, feature_dim: int, n_classes: int, dropout: float = 0.2):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(feature_dim, n_classes)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(pixels)
+        return out[0] if isinstance(out, tuple) else out
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (N, K), features (N, D)) for uint8 pixels (N, S, S, 3)."""
+        features = self.features(pixels)
+        return self.classifier(self.dropout(features)), features
+
+
+def build_network(backbone: str, n_classes: int, dropout: float, *, device: str = "cpu") -> FinetuneNet:
+    """A FinetuneNet on the pretrained ``backbone`` (weights resolved by the backbone registry)."""
+    from .. import backbones
+
+    feature_model = backbones.create(backbone)
+    dim = backbones.get(backbone).feature_dim
+    if dim is None:
+        size = feature_model.preprocessing.input_size
+        with torch.no_grad():
+            out = feature_model(torch.zeros((1, size, size, 3), dtype=torch.uint8))
+        dim = int((out[0] if isinstance(out, tuple) else out).shape[1])
+    return FinetuneNet(feature_model, dim, n_classes, dropout).to(device)
+
+
+def _is_leaf_layer(module: nn.Module) -> bool:
+    return not any(True for _ in module.children())
+
+
+def backbone_blocks(network: nn.Module) -> list[list[nn.Parameter]]:
+    """The backbone's parameters grouped into blocks, bottom (stem) to top.
+
+    The trunk is the ``nn.Sequential`` / ``nn.ModuleList`` with the most parameters among those with at
+    least 3 children (MobileNetV2 ``features``, timm ``blocks``); a child that is itself a sequence of
+    composite blocks (a timm stage) is expanded into them. Parameters before the trunk join the first
+    block; parameters after it (timm's ``conv_head``) join the last.
+    """
+    candidates = [m for m in network.modules() if isinstance(m, (nn.Sequential, nn.ModuleList))
+                  and len(list(m.children())) >= 3]
+    if not candidates:
+        return [[p for p in network.parameters()]]
+    trunk = max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
+    units: list[nn.Module] = []
+    for child in trunk.children():
+        grandchildren = list(child.children())
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(grandchildren) > 1 and \
+                not any(_is_leaf_layer(g) for g in grandchildren):
+            units.extend(grandchildren)
+        else:
+            units.append(child)
+    owner = {}
+    for index, unit in enumerate(units):
+        for parameter in unit.parameters():
+            owner[id(parameter)] = index
+    blocks: list[list[nn.Parameter]] = [[] for _ in units]
+    seen_trunk = False
+    for parameter in network.parameters():
+        index = owner.get(id(parameter))
+        if index is not None:
+            seen_trunk = True
+            blocks[index].append(parameter)
+        else:
+            blocks[-1 if seen_trunk else 0].append(parameter)
+    return [b for b in blocks if b]
+
+
+def set_trainable(net: FinetuneNet, unfreeze_blocks: int) -> list[nn.Parameter]:
+    """Freeze the backbone except its top ``unfreeze_blocks`` blocks; returns the unfrozen parameters.
+
+    Batch-norm layers whose parameters stay frozen are also kept in eval mode by :func:`train_mode`.
+    """
+    blocks = backbone_blocks(net.backbone)
+    for parameter in net.backbone.parameters():
+        parameter.requires_grad_(False)
+    unfrozen = [p for block in blocks[len(blocks) - unfreeze_blocks:] for p in block] if unfreeze_blocks else []
+    for parameter in unfrozen:
+        parameter.requires_grad_(True)
+    for parameter in net.classifier.parameters():
+        parameter.requires_grad_(True)
+    return unfrozen
+
+
+def train_mode(net: FinetuneNet) -> None:
+    """Training mode for the trainable parts only: a frozen block's batch-norm keeps its statistics."""
+    net.train()
+    for module in net.backbone.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+
+
+# -- image input ------------------------------------------------------------------------------------
+def eval_pixels(path: str, *, input_size: int, resize: int, crop: bool, interpolation: str) -> np.ndarray:
+    """The (S, S, 3) uint8 input of one image file, without augmentation."""
+    image = open_rgb(path, min_side=resize if crop else input_size)
+    return prepare(image, input_size=input_size, resize=resize if crop else input_size, interpolation=interpolation)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """(pixels uint8 (S, S, 3), label index, ok) per file; an unreadable file gives ok = False."""
+
+    def __init__(self, paths: list[str], targets: np.ndarray, *, input_size: int, resize: int, crop: bool,
+                 interpolation: str, augment=None):
+        self.paths = paths
+        self.targets = targets
+        self.input_size = input_size
+        self.resize = resize
+        self.crop = crop
+        self.interpolation = interpolation
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        size = self.input_size
+        try:
+            if self.augment is None:
+                pixels = torch.from_numpy(np.array(eval_pixels(self.paths[index], input_size=size, resize=self.resize,
+                                                               crop=self.crop, interpolation=self.interpolation)))
+            else:
+                image = open_rgb(self.paths[index], min_side=size)
+                chw = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+                pixels = self.augment(chw).permute(1, 2, 0).contiguous()
+            ok = True
+        except Exception:  # noqa: BLE001 - any decoder failure costs this image only
+            pixels, ok = torch.zeros((size, size, 3), dtype=torch.uint8), False
+        return pixels, int(self.targets[index]), ok
+
+
+def augmentation(config, input_size: int, interpolation: str):
+    """Random resized crop, flips, small rotations, colour jitter (torchvision.transforms.v2 on uint8)."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    steps = [v2.RandomResizedCrop(input_size, scale=tuple(config.crop_scale), interpolation=mode, antialias=True)]
+    if config.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if config.vflip:
+        steps.append(v2.RandomVerticalFlip())
+    if config.rotation:
+        steps.append(v2.RandomRotation(config.rotation, interpolation=InterpolationMode.BILINEAR))
+    if config.color_jitter:
+        j = config.color_jitter
+        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    return v2.Compose(steps)
+
+
+def tta_views(pixels: torch.Tensor, vflip: bool) -> list[torch.Tensor]:
+    """The image and its horizontal (and, when training used them, vertical) flips; NHWC."""
+    views = [pixels, pixels.flip(2)]
+    if vflip:
+        views.append(pixels.flip(1))
+    return views

@@ -1,0 +1,89 @@
+"""Fine-tuning on the tiny test backbone: epochs run, checkpoints are written, a resumed run is identical to an
+uninterrupted one, and the saved network predicts files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from learnkit import tinted_folders
+
+import pixelmine
+from pixelmine.learn.network import FinetuneNet, backbone_blocks, set_trainable
+
+SMALL = {"backbone": "tiny_test", "bootstrap": 20, "cv_folds": 2, "search_budget_s": 1,
+         "finetune": {"frozen_epochs": 1, "epochs": 2, "batch_size": 8, "patience": 0, "lr": 0.05,
+                      "backbone_lr": 0.015, "unfreeze_blocks": 2}}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finetune")
+    source = tinted_folders(tmp / "images", {"red": (14, (230, 40, 40)), "blue": (14, (40, 40, 230))})
+    ws = pixelmine.open_workspace(tmp / "ws")
+    ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
+    return ws
+
+
+def _weights(model):
+    return torch.load(model.dir / "weights.pt", map_location="cpu", weights_only=True)
+
+
+def test_finetune_trains_checkpoints_and_predicts(workspace):
+    epochs = []
+    model = workspace.train("finetune", name="ft", progress=False, on_epoch=epochs.append, **SMALL)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert [e["phase"] for e in epochs] == ["frozen", "unfrozen", "unfrozen"]
+    assert all(np.isfinite(e["train_loss"]) and e["val_loss"] is not None for e in epochs)
+    checkpoints = sorted(p.name for p in (model.dir / "checkpoints").iterdir())
+    assert checkpoints == ["best.pt", "epoch-003.pt"]  # only the newest epoch is kept, plus the best
+    history = json.loads((model.dir / "history.json").read_text())
+    assert history["epoch"] == 3 and 1 <= history["best_epoch"] <= 3
+    assert model.kind == "finetune" and model.info["network"]["input_size"] == 64
+    # red vs blue is learnable even by a tiny network in three epochs
+    assert model.metrics["test"]["metrics"]["accuracy"] >= 0.75
+    files = [r["path"] for r in workspace.images()][:4]
+    predictions = model.predict(files + ["/no/such/file.jpg"], top_k=2)
+    assert [p.ok for p in predictions] == [True] * 4 + [False]
+    assert all(p.label in ("red", "blue") and p.novelty is not None for p in predictions[:4])
+    # out-of-fold probabilities come from a probe on the pretrained features, for every labelled image
+    assert len(model.oof()["ids"]) == 28 and "logreg on pretrained tiny_test" in model.metrics["oof_model"]
+    assert model.evaluate(n_bootstrap=10, save=False).n == model.info["n_test"]
+
+
+def test_resume_after_interruption_is_identical_to_an_uninterrupted_run(workspace):
+    reference = workspace.train("finetune", name="ft-ref", progress=False, **SMALL)
+
+    def stop_after_second_epoch(record):
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        workspace.train("finetune", name="ft-resumed", progress=False, on_epoch=stop_after_second_epoch, **SMALL)
+    listed = {m["name"]: m for m in workspace.models()}
+    assert listed["ft-resumed"] == {"name": "ft-resumed", "status": "unfinished", "resumable": True}
+    assert workspace.runs("train")[0]["status"] == "interrupted"
+    seen = []
+    resumed = workspace.train("finetune", name="ft-resumed", progress=False, resume=True, on_epoch=seen.append,
+                              **SMALL)
+    assert [e["epoch"] for e in seen] == [3]  # only the epoch that was missing
+    a, b = _weights(reference), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed.metrics["test"]["metrics"] == reference.metrics["test"]["metrics"]
+
+
+def test_blocks_and_freezing_of_a_real_backbone():
+    from torchvision.models import mobilenet_v2
+
+    net = mobilenet_v2(weights=None)
+    blocks = backbone_blocks(net)
+    assert len(blocks) == 19  # features[0..18]; the classifier's Linear joins the top block
+    wrapped = FinetuneNet(torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()), 1280, 3)
+    unfrozen = set_trainable(wrapped, 3)
+    trainable = {id(p) for p in wrapped.parameters() if p.requires_grad}
+    assert {id(p) for p in unfrozen} <= trainable
+    assert {id(p) for p in net.features[15].parameters()}.isdisjoint(trainable)
+    assert {id(p) for p in net.features[16].parameters()} <= trainable
+    assert {id(p) for p in wrapped.classifier.parameters()} <= trainable
