@@ -136,7 +136,7 @@ class Workspace:
         return ensure_splits(self, data, config.split, vectors, resplit=True)
 
     def train(self, head: str = "logreg", *, config=None, resplit: bool = False, resume: bool = False,
-              progress="auto", **options):
+              progress="auto", on_epoch=None, **options):
         """Train and save a model; returns a :class:`~pixelmine.learn.model.Model`.
 
         Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``,
@@ -144,7 +144,8 @@ class Workspace:
         """
         from .learn.train import train
 
-        return train(self, config, resplit=resplit, resume=resume, progress=progress, head=head, **options)
+        return train(self, config, resplit=resplit, resume=resume, progress=progress, on_epoch=on_epoch,
+                     head=head, **options)
 
     def model(self, name: str | None = None):
         """A trained model by name (default: the most recently trained)."""
