@@ -29,6 +29,8 @@ def run_demo(workspace, *, progress="auto") -> dict:
     results: dict = {"data": str(demo_data_path())}
     results["ingest"] = workspace.ingest(results["data"], labels_from_folders=True, progress=progress)
     results["status"] = workspace.status()
+    # stage 2: features + ImageNet tags with the default backbone (cached: a re-run computes nothing)
+    results["extract"] = workspace.extract(progress=progress)
     # stage 5a: discovery reads the features and the model's out-of-fold probabilities written above
     from .errors import NotFittedError
 
@@ -36,4 +38,26 @@ def run_demo(workspace, *, progress="auto") -> dict:
         results["discover"] = workspace.discover(progress=progress)
     except NotFittedError as exc:  # an earlier stage did not run: say which command would
         results["discover_skipped"] = str(exc)
+    results.update(_explore(workspace))
+    return results
+
+
+def _explore(workspace) -> dict:
+    """Stage 5b: clusters and the map (unless discover made them), association rules, and the HTML report,
+    which is written whatever ran before it (a missing stage is a section naming its command)."""
+    from .discover.findings import latest_discover_run
+    from .errors import NotFittedError
+
+    results: dict = {}
+    try:
+        if latest_discover_run(workspace.catalog, "cluster") is None:
+            workspace.discover_clusters()
+        results["clusters"] = workspace.clusters()
+    except NotFittedError as exc:
+        results["clusters_skipped"] = str(exc)
+    try:
+        results["rules"] = workspace.rules()
+    except NotFittedError as exc:
+        results["rules_skipped"] = str(exc)
+    results["report"] = str(workspace.report())
     return results

@@ -22,10 +22,17 @@ def demo_command(ws, out):
     results = run_demo(ws, progress=out.progress)
     ingest = results["ingest"]
     out.result({"data": results["data"], "ingest": ingest.to_dict(), "status": results["status"],
-                "discover": results["discover"].to_dict() if results.get("discover") else None})
+                "extract": results["extract"].to_dict() if results.get("extract") else None,
+                "discover": results["discover"].to_dict() if results.get("discover") else None,
+                "report": results.get("report")})
     out.say(f"demo data: {results['data']}")
     out.say(f"ingest: {ingest.files_seen} files in {ingest.elapsed_s:.1f} s "
-            f"({ingest.validated} decoded, {ingest.unchanged} unchanged since the last run)\n")
+            f"({ingest.validated} decoded, {ingest.unchanged} unchanged since the last run)")
+    if results.get("extract") is not None:
+        extract = results["extract"]
+        out.say(f"features: {extract.backbone}, {extract.computed} computed, {extract.cached} cached, "
+                f"{extract.failed} failed in {extract.elapsed_s:.1f} s ({extract.backend})")
+    out.say()
     out.say(render_status(results["status"]))
     if results.get("discover") is not None:
         from .discover import render_discover
@@ -33,6 +40,14 @@ def demo_command(ws, out):
         out.say("\n" + render_discover(results["discover"]))
     elif results.get("discover_skipped"):
         out.say(f"\ndiscovery skipped: {results['discover_skipped']}")
+    if results.get("clusters"):
+        clusters = results["clusters"]
+        out.say(f"\nclusters: {clusters['k']} ({clusters['method']}), "
+                f"{len(clusters.get('new_category', []))} possible new categories")
+    if results.get("rules") is not None:
+        out.say(f"association rules: {len(results['rules']['rules'])} (pixelmine rules --show)")
+    if results.get("report"):
+        out.say(f"\nreport: {results['report']}  (open it in a browser; it works offline)")
     out.say(f"\nNext: pixelmine files --problems --workspace {ws.root}")
 
 

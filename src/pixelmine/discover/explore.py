@@ -58,46 +58,56 @@ def _write_json(path: Path, data) -> Path:
     return path
 
 
-def run_clusters(ws, *, backbone: str = "mobilenet_v2", map_method: str = "umap", run_id: int | None = None,
-                 **options) -> ClusterResult:
-    """Cluster the workspace's images, store ``cluster`` findings, the descriptions and the 2-D map.
-
-    ``run_id``: store the findings in this (already started) discover run instead of a new one; the caller
-    then finishes the run. Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ...).
-    """
+def run_clusters(ws, *, backbone: str = "mobilenet_v2", map_method: str = "umap", **options) -> ClusterResult:
+    """Cluster the workspace's images in a discover run of their own: store ``cluster`` findings, the
+    descriptions (``reports/clusters.json``) and the 2-D map (``index/map2d.npz``).
+    Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ``k_max=30``, ...)."""
     config = ClusterConfig(**options)
     features = ws.features(backbone)
     ids, images = _usable(ws, features)
     if len(ids) < 3:
         raise NotFittedError(f"clustering needs at least 3 ingested images with {backbone} features; found "
                              f"{len(ids)}; run: pixelmine ingest SRC, then pixelmine extract")
-    subset = features.subset(ids) if len(ids) != len(features) else features
     labels = [images[i]["label"] for i in ids]
-    own_run = run_id is None
-    if own_run:
-        run_id = ws.catalog.start_run("discover", {"only": [CLUSTER_KIND], "backbone": backbone,
-                                                   "clusters": asdict(config), "map": map_method})
+    run_id = ws.catalog.start_run("discover", {"finders": ["clusters"], "backbone": backbone,
+                                               "clusters": asdict(config), "map": map_method})
     started = time.monotonic()
     try:
-        result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices,
-                               tag_probs=subset.tag_probs, tag_names=tag_names(backbone), config=config)
+        result, method = cluster_and_map(ws, features, ids, labels, config, map_method, run_id)
         count = store_findings(ws.catalog, run_id, result.findings(labels))
-        _write_json(ws.path(*CLUSTERS_FILE), {"run_id": run_id, "backbone": backbone,
-                                              "fingerprint": features.fingerprint, "config": asdict(config),
-                                              "scores": result.scores, **result.summary()})
-        xy, method, reason = embed_2d(subset.vectors, method=map_method, seed=config.seed, pca_dims=config.pca_dims)
-        Map2D(ids, xy, method, features.fingerprint, reason).save(ws.path(*MAP_FILE))
     except BaseException as exc:
-        if own_run:
-            ws.catalog.finish_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                                  error=str(exc))
+        ws.catalog.finish_run(run_id, "failed" if isinstance(exc, Exception) else "interrupted",
+                              error=f"{type(exc).__name__}: {exc}")
         raise
-    if own_run:
-        ws.catalog.finish_run(run_id, "completed", counts={CLUSTER_KIND: count},
-                              metrics={"clusters": result.k, "silhouette": result.silhouette,
-                                       "new_category": len([c for c in result.clusters if c.new_category]),
-                                       "map": method, "elapsed_s": round(time.monotonic() - started, 2)})
+    ws.catalog.finish_run(run_id, "completed", counts={CLUSTER_KIND: {"findings": count, "issues": sum(
+        c.size for c in result.clusters if c.new_category)}},
+                          metrics={"clusters": result.k, "silhouette": result.silhouette,
+                                   "new_category": len([c for c in result.clusters if c.new_category]),
+                                   "map": method, "elapsed_s": round(time.monotonic() - started, 2)})
     return result
+
+
+def cluster_and_map(ws, features, ids: list[str], labels: list[str | None], config: ClusterConfig,
+                    map_method: str, run_id: int | None) -> tuple[ClusterResult, str]:
+    """Cluster ``ids`` (rows of ``features``), write the descriptions and the map; returns (result, map method)."""
+    subset = features.subset(ids) if list(ids) != list(features.ids) else features
+    result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices, tag_probs=subset.tag_probs,
+                           tag_names=tag_names(features.backbone), config=config)
+    _write_json(ws.path(*CLUSTERS_FILE), {"run_id": run_id, "backbone": features.backbone,
+                                          "fingerprint": features.fingerprint, "config": asdict(config),
+                                          "scores": result.scores, **result.summary()})
+    xy, method, reason = embed_2d(subset.vectors, method=map_method, seed=config.seed, pca_dims=config.pca_dims)
+    Map2D(list(ids), xy, method, features.fingerprint, reason).save(ws.path(*MAP_FILE))
+    return result, method
+
+
+def clusters_finder(ctx) -> list:
+    """Adapter for ``pixelmine discover`` (:mod:`.run`): clusters over the run's images and features."""
+    features = ctx.ws.features(ctx.backbone)
+    result, method = cluster_and_map(ctx.ws, features, ctx.ids, ctx.labels, ClusterConfig(), "umap", ctx.run_id)
+    ctx.summary["clusters"] = {"k": result.k, "method": result.method, "silhouette": result.silhouette,
+                               "new_category": [c.id for c in result.clusters if c.new_category], "map": method}
+    return result.findings(ctx.labels)
 
 
 def load_clusters(ws) -> dict | None:
@@ -177,4 +187,16 @@ def load_rules(ws) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-__all__ = ["load_clusters", "load_map", "load_rules", "run_clusters", "run_rules", "tag_names"]
+def _register_with_discover() -> None:
+    """Make ``cluster`` a kind ``pixelmine discover`` runs (when its finder registry exists)."""
+    try:
+        from .run import FINDERS, register_finder
+    except ImportError:  # the discover run is not part of this installation
+        return
+    if "clusters" not in FINDERS:
+        register_finder("clusters", [CLUSTER_KIND], clusters_finder)
+
+
+_register_with_discover()
+
+__all__ = ["load_clusters", "load_map", "load_rules", "run_clusters", "run_rules", "tag_names", "cluster_and_map", "clusters_finder"]
