@@ -7,6 +7,7 @@
     │   └── SchemaVersionError             catalog written by a newer pixelmine
     ├── NotFittedError (ValueError)        a stage needs an earlier stage's output
     └── MissingDependencyError (ImportError)  an optional package is not installed
+        └── WeightsNotFoundError             pretrained weights are in no cache, no package, no download
 
 Every message names the thing that is wrong, the value received, what is allowed, and the fix.
 Each class also subclasses the matching builtin, so ``except ValueError`` keeps working.
@@ -50,3 +51,13 @@ class MissingDependencyError(PixelmineError, ImportError):
             f"{feature} needs the optional package '{package}', which is not installed. "
             f"Install it with: {self.install}"
         )
+
+
+class WeightsNotFoundError(MissingDependencyError):
+    """Pretrained weights are not in a local cache, not in an installed package, and cannot be downloaded."""
+
+    def __init__(self, message: str, package: str | None = None, install: str | None = None):
+        self.package = package
+        self.feature = "pretrained weights"
+        self.install = install
+        ImportError.__init__(self, message)

@@ -92,26 +92,74 @@ class Workspace:
         """Catalogued images (unique contents) with their properties and one present path each."""
         return self.catalog.images(status=status, label=label)
 
-    # -- stage 2: features ------------------------------------------------------------------------
-    def features(self, backbone: str = "mobilenet_v2"):
+    # -- stage 2: features (pixelmine.backbones, pixelmine.features) ----------------------------------
+    def extract(self, backbone: str = "mobilenet_v2", *, config=None, progress="auto", **options):
+        """Compute and cache the features (and top-5 ImageNet tags) of every ok image the cache lacks.
+
+        Options are the fields of :class:`pixelmine.features.ExtractConfig`: ``backend`` ("onnx" or
+        "torch"), ``batch_size``, ``precision``, ``threads``, ``workers``, ``retry_errors``, ...
+        Returns an :class:`~pixelmine.features.ExtractResult`; ``result.features()`` gives the vectors.
+        """
+        from .features.extract import extract
+
+        if config is None:
+            options["backbone"] = backbone
+        return extract(self.catalog, self.root, config, progress=progress, **options)
+
+    def features(self, backbone: str = "mobilenet_v2", *, precision: str = "fp32"):
         """Cached feature vectors of ``backbone`` as a :class:`pixelmine.features.FeatureSet`.
 
-        Raises NotFittedError (with the command to run) when nothing was extracted yet.
+        Looks up the cache of the backbone's current fingerprint (weights + preprocessing + precision);
+        when there is none (e.g. the weights package was removed since), the newest cache of that
+        backbone is returned. Raises NotFittedError (with the command to run) when nothing was extracted.
         """
         import json
+        import logging
 
-        from .errors import NotFittedError
+        from .backbones import get as get_backbone
+        from .errors import NotFittedError, PixelmineError
         from .features import FeatureStore
         from .features.store import _safe
 
-        candidates = sorted(self.root.joinpath("features").glob(f"{_safe(backbone)}-*/backbone.json"),
+        name, fingerprint = backbone, None
+        try:
+            spec = get_backbone(backbone)
+            name = spec.name
+            fingerprint = spec.fingerprint(spec.locate_weights(allow_download=False), precision)
+        except PixelmineError as exc:  # unknown name or no weights here: fall back to what is on disk
+            lookup_error = exc
+        else:
+            lookup_error = None
+            store = FeatureStore(self.root, name, fingerprint)
+            if store.has_features():
+                return store.load()
+        candidates = sorted(self.root.joinpath("features").glob(f"{_safe(name)}-*/backbone.json"),
                             key=lambda p: p.stat().st_mtime, reverse=True)
         for meta in candidates:
             info = json.loads(meta.read_text())
-            if info.get("backbone") == backbone:
-                return FeatureStore(self.root, backbone, info["fingerprint"]).load()
-        raise NotFittedError(f"no {backbone} features in workspace {str(self.root)!r} yet; "
-                             f"run: pixelmine extract --backbone {backbone}")
+            store = FeatureStore(self.root, name, info["fingerprint"])
+            if info.get("backbone") == name and info.get("precision", "fp32") == precision and store.has_features():
+                logging.getLogger(__name__).warning(
+                    "using cached %s features with fingerprint %s (the current one is %s)",
+                    name, info["fingerprint"][:12], (fingerprint or "unknown")[:12])
+                return store.load()
+        if lookup_error is not None and not candidates:
+            raise lookup_error
+        raise NotFittedError(f"no {name} features in workspace {str(self.root)!r} yet; "
+                             f"run: pixelmine extract --backbone {name}")
+
+    def tags(self, backbone: str = "mobilenet_v2", *, min_prob: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+        """Each image's top-5 ImageNet tags ``[(label, probability), ...]``, best first, by image id."""
+        from .backbones import get as get_backbone
+        from .features.tags import tags_by_image
+
+        return tags_by_image(self.features(backbone), get_backbone(backbone).label_names(), min_prob=min_prob)
+
+    def extraction_errors(self, backbone: str | None = None) -> list[dict]:
+        """Images that ingest accepted but that failed to decode during extraction, with the reason."""
+        from .features.extract import extraction_errors
+
+        return extraction_errors(self.catalog, backbone)
 
     # -- stage 3: learn (splits, training, evaluation, prediction; pixelmine.learn) -----------------------
     def split(self, *, backbone: str = "mobilenet_v2", exclude_classes=(), **split_options):

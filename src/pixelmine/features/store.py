@@ -64,13 +64,19 @@ def _safe(name: str) -> str:
 class FeatureStore:
     """Read and write the cached features of one backbone in a workspace directory."""
 
-    def __init__(self, workspace_root: str | os.PathLike, backbone: str, fingerprint: str):
+    def __init__(self, workspace_root: str | os.PathLike, backbone: str, fingerprint: str, *,
+                 info: dict | None = None):
         self.backbone = backbone
         self.fingerprint = fingerprint
+        self.info = dict(info or {})  # extra facts for backbone.json (precision, weights, preprocessing)
         self.dir = Path(workspace_root) / "features" / f"{_safe(backbone)}-{fingerprint[:12]}"
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
+
+    def has_features(self) -> bool:
+        """True when at least one shard is stored."""
+        return bool(self._shards())
 
     def known_ids(self) -> set[str]:
         known: set[str] = set()
@@ -89,7 +95,8 @@ class FeatureStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "backbone.json"
         if not meta.exists():
-            _atomic_write_text(meta, json.dumps({"backbone": self.backbone, "fingerprint": self.fingerprint}))
+            _atomic_write_text(meta, json.dumps({**self.info, "backbone": self.backbone,
+                                                 "fingerprint": self.fingerprint}, sort_keys=True))
         arrays = {"ids": ids, "vectors": vectors}
         if tag_indices is not None:
             arrays["tag_indices"] = np.asarray(tag_indices, dtype=np.int32)
