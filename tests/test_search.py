@@ -86,3 +86,23 @@ def test_unknown_and_ambiguous_queries_say_what_to_give(tmp_path):
         ws.similar("abcd", backbone=BACKBONE)
     with pytest.raises(InputError, match="'k' parameter must be at least 1"):
         ws.similar(ids[0], k=0, backbone=BACKBONE)
+
+
+@pytest.mark.slow  # real extraction (tiny_test backbone, ONNX export): ~25 s on a loaded 2-core machine
+def test_new_file_is_embedded_like_the_cached_features(tmp_path):
+    from learnkit import image_folders
+    from PIL import Image
+
+    import pixelmine
+
+    ws = pixelmine.open_workspace(tmp_path / "ws")
+    ws.ingest(image_folders(tmp_path / "images", {"a": 5, "b": 5}), labels_from_folders=True, progress=False,
+              workers=1)
+    ws.extract("tiny_test", progress=False)
+    row = ws.images()[3]
+    fresh = tmp_path / "query.png"  # the same pixels in new bytes: not in the catalog, so it is embedded
+    with Image.open(row["path"]) as image:
+        image.save(fresh)
+    neighbours = ws.similar(str(fresh), k=3, backbone="tiny_test")
+    assert neighbours[0].image_id == row["id"] and neighbours[0].similarity > 0.999
+    assert neighbours[1].similarity < neighbours[0].similarity

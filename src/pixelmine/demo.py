@@ -38,11 +38,11 @@ def run_demo(workspace, *, progress="auto") -> dict:
         results["discover"] = workspace.discover(progress=progress)
     except NotFittedError as exc:  # an earlier stage did not run: say which command would
         results["discover_skipped"] = str(exc)
-    results.update(_explore(workspace))
+    results.update(_explore(workspace, results.get("discover")))
     return results
 
 
-def _explore(workspace) -> dict:
+def _explore(workspace, discovered=None) -> dict:
     """Stage 5b: clusters and the map (unless discover made them), association rules, and the HTML report,
     which is written whatever ran before it (a missing stage is a section naming its command)."""
     from .discover.findings import latest_discover_run
@@ -50,7 +50,8 @@ def _explore(workspace) -> dict:
 
     results: dict = {}
     try:
-        if latest_discover_run(workspace.catalog, "cluster") is None:
+        ran = getattr(discovered, "run_id", None)
+        if ran is None or latest_discover_run(workspace.catalog, "cluster") != ran:
             workspace.discover_clusters()
         results["clusters"] = workspace.clusters()
     except NotFittedError as exc:
