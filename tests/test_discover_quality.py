@@ -41,7 +41,7 @@ def collection(tmp_path_factory):
         widths.append(image.width)
         heights.append(image.height)
     cache = tmp / "cache.npz"
-    stats = pixel_stats.pixel_stats(cache, ids, paths, workers=1)
+    stats = pixel_stats.pixel_stats(cache, ids, paths, workers=1).stats
     return ids, paths, widths, heights, stats, cache
 
 
@@ -63,14 +63,14 @@ def test_stats_are_cached_by_id(collection, monkeypatch):
     ids, paths, _, _, stats, cache = collection
     monkeypatch.setattr(pixel_stats, "_stats_of_path", lambda path: pytest.fail(f"recomputed {path}"))
     again = pixel_stats.pixel_stats(cache, ids, paths, workers=1)
-    assert np.array_equal(again, stats)
+    assert np.array_equal(again.stats, stats) and again.decoded.all()
 
 
 def test_unreadable_file_gives_nan_and_is_not_cached(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    stats = pixel_stats.pixel_stats(tmp_path / "c.npz", ["x"], [str(bad)], workers=1)
-    assert np.isnan(stats).all()
+    data = pixel_stats.pixel_stats(tmp_path / "c.npz", ["x"], [str(bad)], workers=1)
+    assert np.isnan(data.stats).all() and not data.decoded.any()
     assert not (tmp_path / "c.npz").exists() or "x" not in np.load(tmp_path / "c.npz")["ids"].tolist()
 
 
@@ -98,3 +98,19 @@ def test_quality_bad_input():
         quality.find_quality_issues(["a", "b"], np.zeros((2, 4)), [1], [1, 1])
     with pytest.raises(InputError, match="z_threshold must be > 0"):
         quality.find_quality_issues(["a", "b"], np.zeros((2, 4)), [1, 1], [1, 1], z_threshold=-1)
+
+
+def test_view_hashes_link_flipped_and_cropped_copies(tmp_path):
+    from PIL import ImageOps
+
+    from pixelmine.discover import duplicates
+
+    originals = [textured(200 + k, size=(200, 160)) for k in range(12)]
+    copies = [ImageOps.mirror(originals[0]), originals[1].crop((20, 8, 180, 136)),
+              ImageOps.mirror(originals[2].crop((0, 30, 160, 158)))]
+    images = originals + copies
+    data = [pixel_stats._measure(image) for image in images]
+    views = np.array([d[1] for d in data])
+    pairs = {tuple(p) for p in duplicates.view_pairs(views, np.ones(len(images), dtype=bool)).tolist()}
+    assert {(0, 12), (1, 13), (2, 14)} <= pairs
+    assert all(b >= 12 and a == b - 12 for a, b in pairs), pairs  # no unrelated pair

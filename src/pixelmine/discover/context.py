@@ -28,7 +28,7 @@ class DiscoverContext:
     widths: list[int | None]
     heights: list[int | None]
     paths: list[str]
-    normalised: np.ndarray  # (N, D) centred, L2-normalised features, row order of ids
+    normalised: np.ndarray  # (N, D) L2-normalised features, row order of ids
     raw: np.ndarray  # (N, D) features as extracted
     model: str | None = None  # model whose out-of-fold probabilities label_issues reads (None: latest)
     workers: int = 2
@@ -37,7 +37,7 @@ class DiscoverContext:
     summary: dict = field(default_factory=dict)  # finders add class tables, estimates, notes
     run_id: int | None = None  # the discover run the findings are stored under (set when it starts)
     _neighbours: Neighbours | None = None
-    _pixel_stats: np.ndarray | None = None
+    _pixels: object | None = None  # pixel_stats.PixelData
 
     @property
     def neighbours(self) -> Neighbours:
@@ -47,19 +47,17 @@ class DiscoverContext:
         return self._neighbours
 
     @property
-    def pixel_stats(self) -> np.ndarray:
-        if self._pixel_stats is None:
+    def pixels(self):
+        """:class:`~.pixel_stats.PixelData` (statistics and view hashes) of every image, cached in the workspace."""
+        if self._pixels is None:
             from .pixel_stats import CACHE_NAME, pixel_stats
 
-            self._pixel_stats = pixel_stats(self.ws.path("discover", CACHE_NAME), self.ids, self.paths,
-                                            workers=self.workers, progress=self.progress)
-        return self._pixel_stats
+            self._pixels = pixel_stats(self.ws.path("discover", CACHE_NAME), self.ids, self.paths,
+                                       workers=self.workers, progress=self.progress)
+        return self._pixels
 
-    def sharpness(self) -> list[float | None] | None:
-        """Per-image sharpness when pixel statistics were computed in this run (keeper choice), else None."""
-        if self._pixel_stats is None:
-            return None
-        column = self._pixel_stats[:, 1]
+    def sharpness(self) -> list[float | None]:
+        column = self.pixels.stats[:, 1]
         return [None if not np.isfinite(v) else float(v) for v in column]
 
 

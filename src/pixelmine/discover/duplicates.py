@@ -1,13 +1,20 @@
 """Duplicates: exact (the same bytes under several paths) and near (a resized, re-encoded, cropped, flipped
 or brightened copy).
 
-Two images are *linked* when their centred features have cosine >= ``cosine`` (candidates from the shared
-nearest-neighbour index) or their 64-bit perceptual hashes differ in <= ``phash_bits`` bits (all such pairs,
-found exactly by multi-index hashing). Links are grouped into connected components (union-find), so a group
-is closed under "is a near-duplicate of", and symmetric by construction. Each group gets a suggested keeper:
-the largest resolution, then the sharpest, then a labelled one, then the smallest id (so the choice is
-stable). Redundant copies are issues; every member is an issue when the group straddles train/test splits or
-carries conflicting labels, because then the copies leak between splits or contradict each other.
+Two images are *linked* when any of three tests says so:
+- **pHash**: their 64-bit perceptual hashes (from ingest) differ in <= ``phash_bits`` bits — catches resized,
+  re-encoded and re-lit copies; all such pairs are found exactly by multi-index hashing;
+- **views**: one image's hash is within ``view_bits`` of a *view* hash of the other (its mirror image, or an
+  80 % crop window and its mirror; :mod:`.pixel_stats`) — catches flipped and cropped copies;
+- **features**: cosine >= ``cosine`` between their L2-normalised features, among each image's nearest
+  neighbours, and (ratio test) at most ``ratio`` times the distance to its 10th neighbour — catches copies
+  that changed pixels more than hashes tolerate, while in a collection where every image looks alike
+  (textile photos sit at cosine 0.98 of each other) ordinary neighbours are not mistaken for copies.
+Links are grouped into connected components (union-find), so a group is closed under "is a near-duplicate
+of", and symmetric by construction. Each group gets a suggested keeper: the largest resolution, then the
+sharpest, then a labelled one, then the smallest id (so the choice is stable). Redundant copies are issues;
+every member is an issue when the group straddles train/test splits or carries conflicting labels, because
+then the copies leak between splits or contradict each other.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from ..errors import InputError
 from .findings import Finding, register_kind
 from .neighbors import Neighbours
 
-NEAR_DUPLICATE_COSINE = 0.90  # centred-feature cosine; tuned on the demo set (benchmarks/discover.py)
+NEAR_DUPLICATE_COSINE = 0.90  # feature cosine a copy must reach (benchmarks/discover.py)
+NEAR_DUPLICATE_RATIO = 0.5  # ... and its distance at most this share of the distance to the 10th neighbour
 PHASH_BITS = 8  # Hamming distance (of 64 bits) at or below which two pHashes are the same picture
+VIEW_BITS = 10  # the same, between an image's hash and a mirrored/cropped view of another
 MAX_MEMBERS_LISTED = 20  # member ids written into each finding's details
 
 register_kind("exact_duplicate", "the same bytes are stored under more than one path",
@@ -135,6 +144,29 @@ def phash_pairs(codes: np.ndarray, valid: np.ndarray, max_bits: int = PHASH_BITS
     return rows[cand[close]].astype(np.int64)
 
 
+def view_pairs(views: np.ndarray, valid: np.ndarray, max_bits: int = VIEW_BITS) -> np.ndarray:
+    """Pairs (i, j), i < j, where the hash of one (column 0) is within ``max_bits`` of any view of the other.
+
+    ``views``: (N, V) uint64 view hashes (column 0: the image itself). Exact, by multi-index hashing over
+    all N * V codes."""
+    views = np.asarray(views, dtype=np.uint64)
+    n, v = views.shape
+    rows = np.flatnonzero(valid)
+    if len(rows) < 2 or v < 2:
+        return np.zeros((0, 2), np.int64)
+    # code k of the flattened array belongs to image owner[k]; column 0 codes are the images themselves
+    flat = views[rows].reshape(-1)
+    owner = np.repeat(rows, v)
+    is_self = np.tile(np.arange(v) == 0, len(rows))
+    found = phash_pairs(flat, np.ones(len(flat), dtype=bool), max_bits)
+    a, b = found[:, 0], found[:, 1]
+    keep = (owner[a] != owner[b]) & (is_self[a] | is_self[b])
+    pairs = np.stack([owner[a][keep], owner[b][keep]], axis=1)
+    if not len(pairs):
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.sort(pairs, axis=1), axis=0).astype(np.int64)
+
+
 # -- the finders -------------------------------------------------------------------------------------
 def exact_duplicate_findings(duplicates: Sequence[dict], conflicts: Sequence[dict] = ()) -> list[Finding]:
     """One finding per image stored under several paths. ``duplicates``: ``[{"image_id", "paths"}]`` and
@@ -157,30 +189,36 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
                          labels: Sequence[str | None] | None = None, splits: Sequence[str | None] | None = None,
                          widths: Sequence[int | None] | None = None, heights: Sequence[int | None] | None = None,
                          sharpness: Sequence[float | None] | None = None, cosine: float = NEAR_DUPLICATE_COSINE,
-                         phash_bits: int | None = PHASH_BITS) -> list[Finding]:
+                         ratio: float | None = NEAR_DUPLICATE_RATIO, phash_bits: int | None = PHASH_BITS,
+                         view_hashes: np.ndarray | None = None, views_valid: np.ndarray | None = None,
+                         view_bits: int = VIEW_BITS) -> list[Finding]:
     """Near-duplicate groups as findings, one per member of every group of two or more.
 
-    ``neighbours``/``normalised``: the shared k-NN graph and the centred, normalised features it was built
-    from (row order of ``ids``); either source of links may be absent, not both. ``phash_bits=None`` turns
-    the perceptual-hash links off.
+    ``neighbours``/``normalised``: the shared k-NN graph and the L2-normalised features it was built from
+    (row order of ``ids``); ``view_hashes`` (N, V) with ``views_valid`` (N,): the view hashes of
+    :mod:`.pixel_stats`. Any source of links may be absent, not all. ``phash_bits=None`` turns the
+    perceptual-hash links off, ``ratio=None`` the ratio test.
     """
     n = len(ids)
     if not 0.0 < cosine <= 1.0:
         raise InputError(f"cosine (near-duplicate similarity) must be in (0, 1]; got {cosine!r}")
-    if neighbours is None and (phashes is None or phash_bits is None):
-        raise InputError("find_near_duplicates needs feature neighbours, perceptual hashes, or both; got neither")
+    if neighbours is None and (phashes is None or phash_bits is None) and view_hashes is None:
+        raise InputError("find_near_duplicates needs feature neighbours, perceptual hashes or view hashes; got neither")
     for name, values in (("neighbours", None if neighbours is None else neighbours.index), ("phashes", phashes),
                          ("labels", labels), ("splits", splits), ("widths", widths), ("heights", heights),
-                         ("sharpness", sharpness), ("normalised", normalised)):
+                         ("sharpness", sharpness), ("normalised", normalised), ("view_hashes", view_hashes)):
         if values is not None and len(values) != n:
             raise InputError(f"{name} has {len(values)} rows but there are {n} image ids; pass one per image")
     pair_sets = []
     if neighbours is not None:
-        pair_sets.append(neighbours.pairs(cosine))
+        pair_sets.append(neighbours.pairs(cosine, ratio))
     codes = valid = None
     if phashes is not None and phash_bits is not None:
         codes, valid = phash_codes(phashes)
         pair_sets.append(phash_pairs(codes, valid, phash_bits))
+    if view_hashes is not None:
+        valid_views = np.ones(n, dtype=bool) if views_valid is None else np.asarray(views_valid, dtype=bool)
+        pair_sets.append(view_pairs(view_hashes, valid_views, view_bits))
     pairs = np.unique(np.concatenate(pair_sets), axis=0) if any(len(p) for p in pair_sets) else np.zeros((0, 2), np.int64)
     if not len(pairs):
         return []

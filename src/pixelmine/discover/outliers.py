@@ -1,6 +1,6 @@
 """Outliers: images far from their nearest neighbours in feature space.
 
-An image's *distance* is the mean cosine distance (1 - cosine of centred features) to its k nearest
+An image's *distance* is the mean cosine distance (1 - cosine of L2-normalised features) to its k nearest
 neighbours. Distances are calibrated against the collection with a robust z-score,
 ``z = (d - median) / (1.4826 * MAD)``, and turned into a score that halves every ``z_threshold`` robust
 standard deviations above the median: ``score = 2 ** (-max(z, 0) / z_threshold)``. An image is an outlier when
@@ -79,7 +79,7 @@ def find_class_outliers(ids: Sequence[str], normalised: np.ndarray, labels: Sequ
                         k: int = OUTLIER_K, z_threshold: float = Z_THRESHOLD, min_class_size: int = 5) -> list[Finding]:
     """Outliers within each class: k-NN among the images of the same label, calibrated per class.
 
-    ``normalised``: centred, L2-normalised features of the whole collection (so that "far" means the same
+    ``normalised``: L2-normalised features of the whole collection (so that "far" means the same
     thing in every class). Classes with fewer than ``min_class_size`` images are skipped.
     """
     if len(labels) != len(ids) or len(normalised) != len(ids):

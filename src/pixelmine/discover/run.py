@@ -61,7 +61,7 @@ def resolve_only(only: Iterable[str] | str | None) -> list[str]:
 
 # -- adapters: context -> pure finder functions ------------------------------------------------------
 def _quality(ctx: DiscoverContext) -> list[Finding]:
-    return quality.find_quality_issues(ctx.ids, ctx.pixel_stats, ctx.widths, ctx.heights)
+    return quality.find_quality_issues(ctx.ids, ctx.pixels.stats, ctx.widths, ctx.heights)
 
 
 def _duplicates(ctx: DiscoverContext) -> list[Finding]:
@@ -69,7 +69,8 @@ def _duplicates(ctx: DiscoverContext) -> list[Finding]:
     found = duplicates.exact_duplicate_findings(status["exact_duplicates"], status["label_conflicts"])
     found += duplicates.find_near_duplicates(
         ctx.ids, neighbours=ctx.neighbours, normalised=ctx.normalised, phashes=ctx.phashes, labels=ctx.labels,
-        splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, sharpness=ctx.sharpness())
+        splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, sharpness=ctx.sharpness(),
+        view_hashes=np.where(ctx.pixels.decoded[:, None], ctx.pixels.views, 0), views_valid=ctx.pixels.decoded)
     groups = {f.details["group"] for f in found if f.kind == "near_duplicate"}
     ctx.summary["near_duplicate_groups"] = len(groups)
     return found
