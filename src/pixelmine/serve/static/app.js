@@ -96,9 +96,9 @@ async function correct(imageId, action, label) {
   return result;
 }
 
-function labelInput(id, value) {
+function labelInput(id, value, placeholder) {
   const labels = (state.facets && state.facets.labels) || [];
-  return [h("input", { id, list: id + "-list", value: value || "", "aria-label": "new label", size: 14 }),
+  return [h("input", { id, list: id + "-list", value: value || "", placeholder: placeholder || "new label", "aria-label": "new label", size: 14 }),
           h("datalist", { id: id + "-list" }, labels.map((l) => h("option", { value: l })))];
 }
 
@@ -192,7 +192,7 @@ async function renderGallery(params) {
       item.correction ? h("span", { class: "badge good" }, item.correction) : "",
       item.status !== "ok" ? h("span", { class: "badge bad" }, item.status) : "", item.split ? h("span", { class: "badge" }, item.split) : ""])));
   view.replaceChildren(h("h1", {}, "Gallery"), form, pager("top"), data.total ? grid : emptyBox("No images match these filters.", null),
-    data.items.length > 20 ? pager("bottom") : null);
+    ...(data.items.length > 20 ? [pager("bottom")] : []));
 }
 
 // ---------- duplicates ----------
@@ -259,9 +259,9 @@ function reviewItem(f, n) {
     h("button", { class: "tile", type: "button", onclick: () => openDetail(f.image_id) }, h("img", { src: thumb(f.image_id), alt: `image ${short(f.image_id)}`, loading: "lazy" })),
     h("div", {}, h("div", {}, "label ", label, suggested && suggested !== f.label ? [" · suggested ", h("b", {}, suggested)] : "", " ", status),
       h("div", { class: "why" }, `score ${f.score.toFixed(3)} (low = severe) · `, (f.details && (f.details.reason || f.details.threshold)) || "")),
-    h("div", { class: "actions" }, labelInput(inputId, ""),
+    h("div", { class: "actions" }, labelInput(inputId, "", suggested),
       h("button", { type: "button", "data-action": "accept", onclick: () => act("accept") }, "Accept"),
-      h("button", { type: "button", class: "primary", "data-action": "relabel", onclick: () => act("relabel") }, suggested ? `Relabel` : "Relabel"),
+      h("button", { type: "button", class: "primary", "data-action": "relabel", onclick: () => act("relabel"), title: "relabel to the typed label, or to the suggestion" }, "Relabel"),
       h("button", { type: "button", class: "danger", "data-action": "ignore", onclick: () => act("ignore") }, "Ignore")));
 }
 function selectReview(index, focus = true) {
