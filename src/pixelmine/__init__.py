@@ -31,6 +31,12 @@ def _workspace(workspace) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
 
 
+def extract(backbone: str = "mobilenet_v2", *, workspace=None, progress="auto", **options):
+    """Compute (or reuse) the features of every ingested image; returns the FeatureSet:
+    ``.ids`` (image ids) and ``.vectors`` (N x D float32, memory-mapped). See ``Workspace.extract``."""
+    return _workspace(workspace).extract(backbone, progress=progress, **options).features()
+
+
 def train(head: str = "logreg", *, workspace=None, **options):
     """Train, evaluate and save a classifier (``workspace``: a Workspace, a path, or $PIXELMINE_WORKSPACE).
 
@@ -54,6 +60,7 @@ __all__ = [
     "Workspace",
     "WorkspaceError",
     "__version__",
+    "extract",
     "ingest",
     "load_model",
     "open_workspace",
