@@ -54,6 +54,7 @@ def _write_json(path: Path, data) -> Path:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=1, ensure_ascii=False, default=str)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
     os.replace(tmp, path)
     return path
 

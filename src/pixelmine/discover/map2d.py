@@ -40,6 +40,7 @@ class Map2D:
             np.savez(out, ids=np.asarray(self.ids, dtype="U64"), xy=self.xy.astype(np.float32),
                      method=np.asarray(self.method), fingerprint=np.asarray(self.fingerprint),
                      reason=np.asarray(self.reason))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, path)
         return path
 

@@ -248,6 +248,7 @@ def save_rules(result: RulesResult, path: Path) -> Path:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         json.dump(result.to_dict(), out, indent=1, ensure_ascii=False)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
     os.replace(tmp, path)
     return path
 

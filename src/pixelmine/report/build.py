@@ -58,6 +58,7 @@ def write_report(ws, output=None, *, backbone: str = "mobilenet_v2", model: str 
     handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".html")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
     os.replace(tmp, target)
     log.info("report: %s (%.1f MB) in %.1f s", target, len(text) / 1e6, time.monotonic() - started)
     return target

@@ -54,15 +54,15 @@ def scatter_map(xy: np.ndarray, groups: list[str], title: str, *, highlight: np.
     names = [name for name, _ in sorted(_counts(groups).items(), key=lambda kv: -kv[1])]
     palette = dict(zip(names, colours(len(names))))
     fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    size = float(np.clip(1500 / max(len(xy), 1), 2, 30))
+    size = float(np.clip(3000 / max(len(xy), 1), 4, 30))
     groups_arr = np.asarray(groups, dtype=object)
+    if highlight is not None and highlight.any():  # a dark halo drawn under the points, so colours stay visible
+        ax.scatter(xy[highlight, 0], xy[highlight, 1], s=size * 5, c="#d62728", alpha=0.35, linewidths=0,
+                   zorder=1, label=f"flagged ({int(highlight.sum())})")
     for name in names:
         mask = groups_arr == name
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=size, c=[palette[name]], alpha=0.75, linewidths=0,
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=size, c=[palette[name]], alpha=0.85, linewidths=0, zorder=2,
                    label=f"{name} ({int(mask.sum())})" if names.index(name) < max_legend else None)
-    if highlight is not None and highlight.any():
-        ax.scatter(xy[highlight, 0], xy[highlight, 1], s=size * 4, facecolors="none", edgecolors="#d62728",
-                   linewidths=0.8, label=f"flagged ({int(highlight.sum())})")
     ax.set_title(title, fontsize=11)
     ax.set_xticks([])
     ax.set_yticks([])

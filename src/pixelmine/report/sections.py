@@ -74,11 +74,15 @@ def overview(ctx: Context) -> tuple[str, str, str]:
     if flagged:
         largest = max(flagged.values()) or 1
         rows = []
-        for kind, n in sorted(flagged.items(), key=lambda kv: -kv[1]):
+        for kind, n in sorted(((k, n) for k, n in flagged.items() if n), key=lambda kv: -kv[1]):
             meaning, action = KINDS.get(kind, ("", ""))
             rows.append([f'<a href="#kind-{esc(kind)}">{esc(kind)}</a>', n, bar(n, largest, 120), meaning, action])
         body += "<h3>Findings at a glance</h3>" + table(["finding", "flagged", "", "what it means", "what to do"],
                                                          rows, numeric={1}, raw={0, 2})
+        clean = sorted(k for k, n in flagged.items() if not n)
+        if clean:
+            body += "<p>Checked, nothing flagged: " + " ".join(
+                f'<span class="tag">{esc(k.replace("_", " "))}</span>' for k in clean) + "</p>"
     else:
         body += missing("No findings yet.", "pixelmine discover")
     return "overview", "Overview", section("overview", "Overview", "What the collection holds.", body)
@@ -118,10 +122,11 @@ def finding_kind(ctx: Context, kind: str) -> str:
 
 def findings(ctx: Context) -> list[tuple[str, str, str]]:
     out = []
-    for kind in ctx.kinds:
-        if kind in EXPLORE_KINDS or kind in DUPLICATE_KINDS:
-            continue
-        out.append((f"kind-{kind}", kind.replace("_", " "), finding_kind(ctx, kind)))
+    flagged = {kind: _flagged_count(ctx.ws.catalog, kind)[0] for kind in ctx.kinds
+               if kind not in EXPLORE_KINDS and kind not in DUPLICATE_KINDS}
+    for kind in sorted(flagged, key=lambda k: (-flagged[k], k)):  # the most frequent problem first
+        if flagged[kind]:  # a check that flagged nothing is listed in the overview, not given a section
+            out.append((f"kind-{kind}", kind.replace("_", " ").capitalize(), finding_kind(ctx, kind)))
     return out
 
 
@@ -190,7 +195,7 @@ def clusters(ctx: Context) -> tuple[str, str, str]:
         by_label = [str(ctx.images.get(i, {}).get("label") or "(unlabelled)") for i in mapping.ids]
         flagged = _issue_mask(ctx, mapping.ids)
         left = plots.scatter_map(mapping.xy, by_cluster, f"Clusters ({mapping.method.upper()} map)")
-        right = plots.scatter_map(mapping.xy, by_label, "Labels (flagged images ringed red)", highlight=flagged)
+        right = plots.scatter_map(mapping.xy, by_label, "Labels (images with a finding haloed red)", highlight=flagged)
         body += '<div class="cols">' + "".join(f'<img class="plot" src="{u}" alt="map">' for u in (left, right) if u) + "</div>"
         if mapping.reason:
             body += f"<p>The map uses PCA instead of UMAP: {esc(mapping.reason)}.</p>"

@@ -103,16 +103,19 @@ class VectorIndex:
         handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".faiss")
         os.close(handle)
         faiss.write_index(self._index, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, directory / "vectors.faiss")
         handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npy")
         with os.fdopen(handle, "wb") as out:
             np.save(out, np.asarray(self.ids, dtype="U64"))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, directory / "ids.npy")
         meta = {"backbone": self.backbone, "fingerprint": self.fingerprint, "stamp": self.stamp,
                 "size": len(self.ids), "dim": self.dim, "kind": "IndexFlatIP (cosine on L2-normalised vectors)"}
         handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(handle, "w") as out:
             json.dump(meta, out, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, directory / "index.json")  # written last: its stamp vouches for the two files above
         return directory
 
