@@ -41,7 +41,8 @@ def populated(tmp_path):
     ws, ids, labels, _ = labelled_workspace(tmp_path, {"cat": 12, "dog": 12, HOSTILE: 12}, separation=8.0)
     run = ws.catalog.start_run("discover", {"finders": ["outliers", "duplicates"], "outlier_threshold": 0.1})
     store_findings(ws.catalog, run, [
-        Finding(ids[0], "outlier", 0.05, True, {"reason": f"far from {HOSTILE}", "distance": 1.5}),
+        Finding(ids[0], "outlier", 0.05, True, {"reason": f"far from {HOSTILE}", "distance": 1.5,
+                                                "threshold": "distance above 0.9 & more"}),
         Finding(ids[1], "outlier", 0.7, False, {}),
         Finding(ids[2], "near_duplicate", 0.1, True, {"group": 1, "group_size": 2, "keeper": ids[3],
                                                       "is_keeper": False}),
@@ -66,6 +67,7 @@ def test_report_is_one_offline_file_with_every_section(tmp_path):
     for anchor in SECTIONS:
         assert f'id="{anchor}"' in text
     assert 'id="kind-outlier"' in text
+    assert "<b>Flagged when</b> distance above 0.9 &amp; more." in text  # the finder's threshold, explained
     # the hostile label is shown, escaped, never as markup
     assert "&lt;script&gt;alert(1)" in text
     assert "far from &lt;script&gt;alert(1)" in text

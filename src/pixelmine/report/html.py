@@ -55,6 +55,7 @@ code { background:#f1f3f6; padding:1px 5px; border-radius:4px; font-size:12.5px;
 img.plot { max-width:100%; height:auto; }
 .what { background:#eef6ff; border-left:3px solid var(--accent); padding:8px 12px; margin:8px 0 12px; border-radius:4px; }
 .cm td { text-align:center; font-variant-numeric:tabular-nums; min-width:44px; }
+.cm th { text-transform:none; font-size:12.5px; color:var(--ink); }
 footer { color:var(--muted); text-align:center; font-size:12px; padding:20px; }
 """
 

@@ -51,6 +51,22 @@ def _flagged_count(catalog, kind: str) -> tuple[int, int]:
     return int(row[1]), int(row[0])
 
 
+def _threshold(catalog, kind: str) -> str:
+    """The finder's own words for where it draws the line (``details.threshold`` of its latest run)."""
+    run = latest_discover_run(catalog, kind)
+    if run is None:
+        return ""
+    rows = catalog.query("SELECT details FROM findings WHERE run_id = ? AND kind = ? AND details LIKE '%\"threshold\"%' "
+                         "ORDER BY is_issue DESC LIMIT 1", (run, kind))
+    if not rows:
+        return ""
+    details = json.loads(rows[0]["details"])
+    text = str(details.get("threshold") or "")
+    if text and details.get("label") is not None and kind.startswith("class_"):
+        text += f" (for class {details['label']}; each class has its own)"
+    return text
+
+
 # -- overview ------------------------------------------------------------------------------------
 def overview(ctx: Context) -> tuple[str, str, str]:
     status = ctx.ws.status()
@@ -112,6 +128,9 @@ def finding_kind(ctx: Context, kind: str) -> str:
     flagged, total = _flagged_count(ctx.ws.catalog, kind)
     shown = load_findings(ctx.ws.catalog, kind=kind, issues_only=True, limit=PER_KIND)
     body = f'<div class="what"><b>What to do:</b> {esc(action or "review the flagged images")}</div>'
+    threshold = _threshold(ctx.ws.catalog, kind)
+    if threshold:
+        body += f"<p><b>Flagged when</b> {esc(threshold)}.</p>"
     body += f"<p>{flagged:,} of {total:,} images flagged" + (
         f"; the {len(shown)} most severe (lowest score) are shown." if shown else ".") + "</p>"
     body += '<div class="grid">' + "".join(
@@ -289,7 +308,8 @@ def _confusion(classes: list[str], confusion: list[list[int]]) -> str:
         cells = []
         for j in range(len(classes)):
             alpha = 0.08 + 0.85 * share[i, j]
-            colour = f"rgba(11,95,255,{alpha:.2f})" if i == j else f"rgba(198,40,40,{min(0.93, alpha * 1.6):.2f})"
+            colour = ("transparent" if matrix[i, j] == 0 else f"rgba(11,95,255,{alpha:.2f})" if i == j
+                      else f"rgba(198,40,40,{min(0.93, alpha * 1.6):.2f})")
             ink = "#fff" if share[i, j] > 0.45 else "#1d2330"
             cells.append(f'<td style="background:{colour};color:{ink}" title="{share[i, j]:.1%}">{int(matrix[i, j])}</td>')
         rows.append(f"<tr><th>{esc(name)}</th>{''.join(cells)}</tr>")
@@ -352,7 +372,9 @@ def thresholds(ctx: Context) -> tuple[str, str, str]:
     kinds = [k for k in KINDS if k in ctx.kinds] + [k for k in ctx.kinds if k not in KINDS]
     if kinds:
         body += "<h3>Every finding kind</h3>" + table(
-            ["kind", "what it means", "what to do"], [[k, *KINDS.get(k, ("", ""))] for k in kinds])
+            ["kind", "what it means", "flagged when", "what to do"],
+            [[k, KINDS.get(k, ("", ""))[0], _threshold(ctx.ws.catalog, k) or "—", KINDS.get(k, ("", ""))[1]]
+             for k in kinds])
     body += ("<p>Scores run from 0 to 1, low = severe; each finder flags an image (<i>is_issue</i>) past its own "
              "threshold, relative to this collection.</p>")
     return "thresholds", "Thresholds", section("thresholds", "Thresholds and what to do", lead, body)
