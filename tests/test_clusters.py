@@ -101,3 +101,17 @@ def test_umap_map_keeps_blobs_apart():
     spread = max(np.linalg.norm(xy[truth == t] - centres[t], axis=1).mean() for t in range(3))
     gaps = min(np.linalg.norm(centres[a] - centres[b]) for a in range(3) for b in range(a + 1, 3))
     assert gaps > 2 * spread
+
+
+def test_discover_runs_the_clusters_finder(tmp_path, monkeypatch):
+    import pixelmine.discover.explore as explore  # registers the 'clusters' finder with pixelmine discover
+    from pixelmine.discover.run import discover
+
+    monkeypatch.setattr(explore, "DISCOVER_MAP_METHOD", "pca")  # UMAP's first-use compile costs ~30 s
+
+    ws, ids, labels, _ = labelled_workspace(tmp_path, {"cat": 20, "dog": 20}, separation=8.0)
+    result = discover(ws, only=["cluster"], backbone=BACKBONE, progress=False)
+    assert result.counts["cluster"]["findings"] == len(ids)
+    assert result.summary["clusters"]["k"] == 2
+    assert len(load_findings(ws.catalog, kind="cluster", run_id=result.run_id)) == len(ids)
+    assert ws.clusters()["run_id"] == result.run_id and ws.map2d().xy.shape == (len(ids), 2)

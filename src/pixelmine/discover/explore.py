@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CLUSTERS_FILE = ("reports", "clusters.json")
 RULES_FILE = ("reports", "rules.json")
+DISCOVER_MAP_METHOD = "umap"  # the 2-D map drawn by ``pixelmine discover``'s clusters finder
 
 
 def tag_names(backbone: str) -> list[str]:
@@ -105,7 +106,8 @@ def cluster_and_map(ws, features, ids: list[str], labels: list[str | None], conf
 def clusters_finder(ctx) -> list:
     """Adapter for ``pixelmine discover`` (:mod:`.run`): clusters over the run's images and features."""
     features = ctx.ws.features(ctx.backbone)
-    result, method = cluster_and_map(ctx.ws, features, ctx.ids, ctx.labels, ClusterConfig(), "umap", ctx.run_id)
+    result, method = cluster_and_map(ctx.ws, features, ctx.ids, ctx.labels, ClusterConfig(), DISCOVER_MAP_METHOD,
+                                     ctx.run_id)
     ctx.summary["clusters"] = {"k": result.k, "method": result.method, "silhouette": result.silhouette,
                                "new_category": [c.id for c in result.clusters if c.new_category], "map": method}
     return result.findings(ctx.labels)
