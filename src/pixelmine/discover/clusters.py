@@ -104,13 +104,15 @@ class ClusterResult:
 
     def findings(self, labels: Sequence[str | None] | None = None) -> list[Finding]:
         by_id = {c.id: c for c in self.clusters}
+        rule = (f"its cluster has no dominant label: no label holds {self.config.dominant_share:.0%} of the "
+                f"cluster's labelled images, or under {self.config.min_labelled_share:.0%} of them are labelled")
         out = []
         for row, image_id in enumerate(self.ids):
             c = by_id[int(self.assignments[row])]
             label = labels[row] if labels is not None else None
             details = {"cluster": c.id, "size": c.size, "purity": round(c.purity, 4),
                        "dominant_label": c.dominant_label, "tags": [t for t, _ in c.tags],
-                       "new_category": c.new_category, "noise": c.id == -1}
+                       "new_category": c.new_category, "noise": c.id == -1, "threshold": rule}
             if label is not None and c.dominant_label is not None:
                 details["matches_cluster"] = label == c.dominant_label
             out.append(Finding(image_id, KIND, float(min(max(c.purity, 0.0), 1.0)), bool(c.new_category), details))
