@@ -271,3 +271,15 @@ def test_rare_class_and_confusable_pairs():
 def test_balanced_classes_have_no_rare_class():
     assert classes.find_rare_classes(_ids(60), ["a", "b", "c"] * 20) == []
     assert classes.imbalance_summary(["a"] * 30 + ["b"] * 10)["imbalance_ratio"] == 3.0
+
+
+def test_knn_vote_and_the_more_accurate_predictor_wins():
+    x, labels = _clusters(120, separation=4.0)
+    graph = nearest_neighbours(x, 20)
+    probs, k = label_issues.knn_probabilities(graph.index, labels.tolist(), ["c0", "c1", "c2"], choices=(5, 20))
+    assert k in (5, 20) and np.allclose(probs.sum(axis=1), 1.0)
+    assert (probs.argmax(axis=1) == np.array([int(c[1]) for c in labels])).mean() > 0.95
+    uniform = np.full_like(probs, 1 / 3)
+    name, chosen, accuracy = label_issues.choose_probabilities(labels.tolist(), {"flat": uniform, "knn": probs},
+                                                              ["c0", "c1", "c2"])
+    assert name == "knn" and chosen is not uniform and accuracy["knn"] > accuracy["flat"]

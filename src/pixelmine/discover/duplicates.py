@@ -27,10 +27,10 @@ from ..errors import InputError
 from .findings import Finding, register_kind
 from .neighbors import Neighbours
 
-NEAR_DUPLICATE_COSINE = 0.90  # feature cosine a copy must reach (benchmarks/discover.py)
-NEAR_DUPLICATE_RATIO = 0.5  # ... and its distance at most this share of the distance to the 10th neighbour
+NEAR_DUPLICATE_COSINE = 0.95  # feature cosine a copy must reach (benchmarks/discover.py)
+NEAR_DUPLICATE_RATIO = 0.3  # ... and its distance at most this share of the distance to the 10th neighbour
 PHASH_BITS = 8  # Hamming distance (of 64 bits) at or below which two pHashes are the same picture
-VIEW_BITS = 10  # the same, between an image's hash and a mirrored/cropped view of another
+VIEW_BITS = 8  # the same, between an image's hash and a mirrored/cropped view of another
 MAX_MEMBERS_LISTED = 20  # member ids written into each finding's details
 
 register_kind("exact_duplicate", "the same bytes are stored under more than one path",
@@ -144,27 +144,40 @@ def phash_pairs(codes: np.ndarray, valid: np.ndarray, max_bits: int = PHASH_BITS
     return rows[cand[close]].astype(np.int64)
 
 
+VIEW_CROP_LIMIT = 10_000  # images; above this only the mirror view is compared (cost grows as N^2 x views)
+VIEW_MIRROR_LIMIT = 50_000  # images; above this view hashes are not compared at all
+
+
 def view_pairs(views: np.ndarray, valid: np.ndarray, max_bits: int = VIEW_BITS) -> np.ndarray:
     """Pairs (i, j), i < j, where the hash of one (column 0) is within ``max_bits`` of any view of the other.
 
-    ``views``: (N, V) uint64 view hashes (column 0: the image itself). Exact, by multi-index hashing over
-    all N * V codes."""
+    ``views``: (N, V) uint64 view hashes (column 0: the image itself, column 1: its mirror). Exact: a faiss
+    binary range search of every image's own hash against all view hashes (N^2 x V popcounts, about 0.7 s
+    for 2,250 x 52 views). Above :data:`VIEW_CROP_LIMIT` images only the mirror view is compared, above
+    :data:`VIEW_MIRROR_LIMIT` none.
+    """
     views = np.asarray(views, dtype=np.uint64)
-    n, v = views.shape
     rows = np.flatnonzero(valid)
-    if len(rows) < 2 or v < 2:
+    if len(rows) < 2 or views.ndim != 2 or views.shape[1] < 2 or len(rows) > VIEW_MIRROR_LIMIT:
         return np.zeros((0, 2), np.int64)
-    # code k of the flattened array belongs to image owner[k]; column 0 codes are the images themselves
-    flat = views[rows].reshape(-1)
-    owner = np.repeat(rows, v)
-    is_self = np.tile(np.arange(v) == 0, len(rows))
-    found = phash_pairs(flat, np.ones(len(flat), dtype=bool), max_bits)
-    a, b = found[:, 0], found[:, 1]
-    keep = (owner[a] != owner[b]) & (is_self[a] | is_self[b])
-    pairs = np.stack([owner[a][keep], owner[b][keep]], axis=1)
-    if not len(pairs):
+    if len(rows) > VIEW_CROP_LIMIT:
+        views = views[:, :2]
+    from .neighbors import _faiss
+
+    faiss = _faiss()
+    v = views.shape[1]
+    database = np.ascontiguousarray(views[rows].reshape(-1)).view(np.uint8).reshape(-1, 8)
+    queries = np.ascontiguousarray(views[rows, 0]).view(np.uint8).reshape(-1, 8)
+    index = faiss.IndexBinaryFlat(64)
+    index.add(database)
+    lims, _, found = index.range_search(queries, int(max_bits) + 1)  # distances < radius
+    query_rows = np.repeat(np.arange(len(rows)), np.diff(lims.astype(np.int64)))
+    owners = found // v
+    keep = owners != query_rows
+    a, b = rows[query_rows[keep]], rows[owners[keep]]
+    if not len(a):
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.sort(pairs, axis=1), axis=0).astype(np.int64)
+    return np.unique(np.sort(np.stack([a, b], axis=1), axis=1), axis=0).astype(np.int64)
 
 
 # -- the finders -------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ large photo would look sharper than its own thumbnail. Statistics (columns of :d
 It also computes *view hashes* for the near-duplicate finder: 64-bit DCT hashes (pHash construction) of
 the image itself, its mirror image, and the 25 windows of 80 % of its sides at offsets 0, 5, .., 20 % (each
 also mirrored). A flipped or cropped copy of an image hashes close to one of that image's views, which a
-single global hash cannot see (the view hash of an 80 % crop is within 12 bits of its source in the demo
+single global hash cannot see (the view hash of an 80 % crop is within 10 bits, median 6, of its source in the demo
 benchmark; unrelated textile photos stay >= 16 bits apart).
 
 The cache is ``discover/pixel-stats.npz`` (ids, stats, views), keyed by image id (the hash of the bytes, so an

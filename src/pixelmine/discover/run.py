@@ -20,6 +20,7 @@ from . import classes as class_finders
 from . import duplicates, label_issues, outliers, quality
 from .context import DiscoverContext, build_context
 from .findings import Finding, store_findings
+from .neighbors import nearest_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,13 @@ def _labelled_probabilities(ctx: DiscoverContext) -> tuple[list[int], list[str],
     if result is None:
         probs, classes = label_issues.out_of_fold_probabilities(ctx.raw[rows], labels)
         result = (rows, labels, probs, classes, "5-fold cross-validated logistic regression on the features")
+    # a leave-one-out k-NN vote competes with the model; the more accurate predictor is used
+    graph = nearest_neighbours(ctx.normalised[rows], max(label_issues.KNN_CHOICES), normalised=True)
+    knn, k = label_issues.knn_probabilities(graph.index, labels, result[3])
+    name, probs, accuracy = label_issues.choose_probabilities(
+        labels, {result[4]: result[2], f"{k}-nearest-neighbour vote on the features": knn}, result[3])
+    result = (rows, labels, probs, result[3], name)
+    ctx.summary["label_probabilities_accuracy"] = accuracy
     ctx.summary["_probabilities"] = result
     return result
 
