@@ -183,17 +183,20 @@ class Workspace:
             pass
         return ensure_splits(self, data, config.split, vectors, resplit=True)
 
-    def train(self, head: str = "logreg", *, config=None, resplit: bool = False, resume: bool = False,
+    def train(self, head: str | None = None, *, config=None, resplit: bool = False, resume: bool = False,
               progress="auto", on_epoch=None, **options):
         """Train and save a model; returns a :class:`~pixelmine.learn.model.Model`.
+
+        ``head``: "logreg" (default), "svm", "knn" or "finetune"; it overrides ``config.head`` when given.
 
         Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``,
         ``split={"seed": 1}``, ``finetune={"epochs": 5}``, ``class_weight=None``, ...
         """
         from .learn.train import train
 
-        return train(self, config, resplit=resplit, resume=resume, progress=progress, on_epoch=on_epoch,
-                     head=head, **options)
+        if head is not None:
+            options["head"] = head
+        return train(self, config, resplit=resplit, resume=resume, progress=progress, on_epoch=on_epoch, **options)
 
     def model(self, name: str | None = None):
         """A trained model by name (default: the most recently trained)."""
