@@ -37,7 +37,7 @@ def extract(backbone: str = "mobilenet_v2", *, workspace=None, progress="auto", 
     return _workspace(workspace).extract(backbone, progress=progress, **options).features()
 
 
-def train(head: str = "logreg", *, workspace=None, **options):
+def train(head: str | None = None, *, workspace=None, **options):
     """Train, evaluate and save a classifier (``workspace``: a Workspace, a path, or $PIXELMINE_WORKSPACE).
 
     Returns the model: ``model.predict(paths)``, ``model.evaluate()``. See ``Workspace.train``.
