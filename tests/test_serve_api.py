@@ -304,3 +304,14 @@ def test_missing_stages_answer_409_naming_the_command(tmp_path):
         assert c.get("/map").status_code == 409 and "pixelmine clusters" in c.get("/map").json()["error"]
         assert c.get("/findings").json()["items"] == [] and c.get("/models").json() == []
         assert c.get("/images").json()["total"] == 0
+
+
+def test_served_probabilities_equal_the_library_s(client, server):
+    files = sorted((server.images / "b").glob("*.jpg"))[:3]
+    served = client.post("/predict", files=[("file", (f.name, f.read_bytes(), "image/jpeg")) for f in files]).json()
+    with pixelmine.open_workspace(server.root) as ws:
+        offline = ws.model().predict([str(f) for f in files], top_k=3)
+    for s, o in zip(served["predictions"], offline):
+        assert s["label"] == o.label and s["image_id"] == o.image_id
+        assert s["probability"] == pytest.approx(o.probability, abs=1e-4)
+        assert [t["label"] for t in s["top_k"]] == [t["label"] for t in o.top_k]

@@ -87,3 +87,27 @@ def test_an_error_reaches_every_request_of_the_batch_and_the_worker_survives():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         MicroBatcher(lambda items: items, ThreadPoolExecutor(1), max_batch=0)
+
+
+def test_concurrency_runs_that_many_batches_at_once():
+    inside = []
+    both_inside = threading.Event()
+    lock = threading.Lock()
+
+    def model(items):
+        with lock:
+            inside.append(items[0])
+            if len(inside) == 2:
+                both_inside.set()
+        assert both_inside.wait(10), "the second batch never started while the first was running"
+        return list(items)
+
+    async def scenario():
+        batcher = MicroBatcher(model, ThreadPoolExecutor(2), max_batch=1, max_wait_s=0.001, concurrency=2)
+        await batcher.start()
+        results = await asyncio.gather(batcher.submit(["x"]), batcher.submit(["y"]))
+        await batcher.stop()
+        return results
+
+    assert run(scenario()) == [["x"], ["y"]]
+    assert sorted(inside) == ["x", "y"]

@@ -18,12 +18,14 @@ from .common import common_options
               help="Backbone whose features /similar searches (the one you extracted).")
 @click.option("--max-batch", type=click.IntRange(1, 256), default=32, show_default=True,
               help="Images per model call when concurrent /predict requests are batched.")
+@click.option("--workers", type=click.IntRange(1, 64),
+              help="Batches predicted side by side, one model session each (default: one per core, at most 4).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=20.0, show_default=True,
               help="Largest image file accepted (MB).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
               help="Largest image accepted (width x height), checked before decoding.")
 @common_options
-def serve_command(ws, out, host, port, token, model, backbone, max_batch, max_upload_mb, max_pixels):
+def serve_command(ws, out, host, port, token, model, backbone, max_batch, workers, max_upload_mb, max_pixels):
     """Serve the HTTP API and the web UI over the workspace.
 
     \b
@@ -48,8 +50,8 @@ def serve_command(ws, out, host, port, token, model, backbone, max_batch, max_up
     root = ws.root
     ws.close()
     limits = UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
-    serve(root, host=host, port=port, token=token, model=model, backbone=backbone, max_batch=max_batch, limits=limits,
-          log_level="warning" if out.quiet else "info")
+    serve(root, host=host, port=port, token=token, model=model, backbone=backbone, max_batch=max_batch,
+          workers=workers, limits=limits, log_level="warning" if out.quiet else "info")
 
 
 COMMANDS = [serve_command]

@@ -49,6 +49,7 @@ class ServeConfig:
     max_batch: int = 32  # images per model call
     max_wait_ms: float = 4.0  # how long the batcher waits for more requests
     backbone: str = "mobilenet_v2"  # features that /similar searches
+    workers: int | None = None  # batches predicted side by side (default: one per core, at most 4)
 
 
 class _Workspaces(threading.local):
@@ -62,15 +63,16 @@ class LabelCorrection(BaseModel):
 
 def create_app(root, *, token: str, model: str | None = None, limits: UploadLimits | None = None,
                max_batch: int = 32, max_wait_ms: float = 4.0, max_request_bytes: int = 64 * 1024 * 1024,
-               backbone: str = "mobilenet_v2") -> FastAPI:
+               backbone: str = "mobilenet_v2", workers: int | None = None) -> FastAPI:
     config = ServeConfig(Path(root), token, model, limits or UploadLimits(), max_request_bytes, max_batch, max_wait_ms,
-                         backbone)
+                         backbone, workers)
     open_workspace(config.root).close()  # fail now, with the library's message, if the workspace is unusable
     local = _Workspaces()
     metrics = Metrics()
-    predictor = Predictor(config.root, config.model)
+    predictor = Predictor(config.root, config.model, workers=config.workers)
     batcher = MicroBatcher(predictor.predict_files, predictor.executor, max_batch=config.max_batch,
-                           max_wait_s=config.max_wait_ms / 1000, on_batch=metrics.observe_batch)
+                           max_wait_s=config.max_wait_ms / 1000, concurrency=predictor.workers,
+                           on_batch=metrics.observe_batch)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -138,7 +140,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
         finally:
             for u in uploads:
                 u.discard()
-        return {"predictions": [{"file": u.name, **r} for u, r in zip(uploads, records)]}
+        return {"predictions": [{"file": u.name, **r, "image_id": u.sha256} for u, r in zip(uploads, records)]}
 
     @app.post("/similar", tags=["predict"], summary="The catalogue images most similar to an uploaded image")
     async def similar(file: Files, k: Annotated[int, Query(ge=1, le=100)] = 12):

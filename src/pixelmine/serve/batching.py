@@ -3,7 +3,8 @@
 Each request submits a list of items; the worker takes the first waiting request, then keeps taking
 requests that are already queued or arrive within ``max_wait_s``, until ``max_batch`` items are
 gathered, and runs them as one batch in its executor (so the event loop keeps accepting requests while
-the model works). Under load, batches fill up while the previous one runs, so served throughput
+the model works). Up to ``concurrency`` batches run at once (one per executor thread, e.g. one model
+session per core). Under load, batches fill up while the previous ones run, so served throughput
 approaches the model's batch throughput; a lone request waits at most ``max_wait_s``.
 """
 
@@ -20,9 +21,13 @@ log = logging.getLogger(__name__)
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list], Sequence], executor: Executor, *, max_batch: int = 32,
-                 max_wait_s: float = 0.004, on_batch: Callable[[int, float], None] | None = None):
+                 max_wait_s: float = 0.004, concurrency: int = 1,
+                 on_batch: Callable[[int, float], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1; got {max_batch!r}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1; got {concurrency!r}")
+        self.concurrency = concurrency
         self._run_batch = run_batch
         self._executor = executor
         self.max_batch = max_batch
@@ -33,6 +38,8 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._running: set[asyncio.Task] = set()
         self._worker = asyncio.create_task(self._loop(), name="pixelmine-batcher")
 
     async def stop(self) -> None:
@@ -43,6 +50,8 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        for task in list(getattr(self, "_running", ())):
+            task.cancel()
 
     async def submit(self, items: list) -> list:
         """Run ``items`` in the next batch; returns their results in order (or raises the batch's error)."""
@@ -55,6 +64,7 @@ class MicroBatcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._slots.acquire()  # a free executor slot first: requests keep queueing meanwhile
             first = await self._queue.get()
             batch = [first]
             size = len(first[0])
@@ -72,9 +82,17 @@ class MicroBatcher:
                         break
                 batch.append(nxt)
                 size += len(nxt[0])
-            await self._run(loop, batch, size)
+            task = asyncio.create_task(self._run(loop, batch, size))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _run(self, loop, batch: list, size: int) -> None:
+        try:
+            await self._run_one(loop, batch, size)
+        finally:
+            self._slots.release()
+
+    async def _run_one(self, loop, batch: list, size: int) -> None:
         items = [item for request, _ in batch for item in request]
         started = time.perf_counter()
         try:
