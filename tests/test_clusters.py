@@ -115,3 +115,17 @@ def test_discover_runs_the_clusters_finder(tmp_path, monkeypatch):
     assert result.summary["clusters"]["k"] == 2
     assert len(load_findings(ws.catalog, kind="cluster", run_id=result.run_id)) == len(ids)
     assert ws.clusters()["run_id"] == result.run_id and ws.map2d().xy.shape == (len(ids), 2)
+
+
+def test_cli_discover_includes_clusters(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import pixelmine.discover.explore as explore
+    from pixelmine.cli import main
+
+    monkeypatch.setattr(explore, "DISCOVER_MAP_METHOD", "pca")
+    ws, ids, _, _ = labelled_workspace(tmp_path, {"cat": 15, "dog": 15}, separation=8.0)
+    result = CliRunner().invoke(main, ["discover", "--only", "cluster", "--backbone", BACKBONE,
+                                       "--workspace", str(ws.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(load_findings(ws.catalog, kind="cluster")) == len(ids)

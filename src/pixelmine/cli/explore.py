@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..discover import explore as _explore  # noqa: F401  registers the 'clusters' finder, so `pixelmine discover` runs it
 from .common import common_options, table
 
 
