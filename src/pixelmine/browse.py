@@ -14,14 +14,21 @@ from .errors import InputError
 
 MAX_PAGE = 500
 
-# The newest correction of each image, as a table to join.
-_LATEST_CORRECTION = """
-    SELECT c.image_id, c.new_label, c.action FROM label_corrections c
-    JOIN (SELECT image_id, MAX(id) AS id FROM label_corrections GROUP BY image_id) m ON c.id = m.id
-"""
+
+
+def _latest(image_id_column: str) -> str:
+    """Join the newest correction of each row's image as ``lc`` (one index probe per row, so a page of a
+    100,000-image catalog stays cheap)."""
+    return (f"LEFT JOIN label_corrections lc ON lc.id = "
+            f"(SELECT MAX(c.id) FROM label_corrections c WHERE c.image_id = {image_id_column})")
+
+
 _EFFECTIVE_LABEL = ("CASE WHEN lc.image_id IS NULL THEN i.label WHEN lc.action = 'ignore' THEN NULL "
                     "ELSE lc.new_label END")
-_PRESENT = "EXISTS (SELECT 1 FROM paths p WHERE p.image_id = i.id AND p.present = 1)"
+# Images still on disk: every image has a path, so exclude those whose paths are all gone. The set of gone
+# images is small and computed once per query, where a per-row EXISTS probe cost ~0.5 s per 100,000 images.
+_PRESENT = ("i.id NOT IN (SELECT g.image_id FROM paths g WHERE g.present = 0 AND g.image_id IS NOT NULL AND "
+            "NOT EXISTS (SELECT 1 FROM paths h WHERE h.image_id = g.image_id AND h.present = 1))")
 _IMAGE_COLUMNS = ("i.id, i.size, i.format, i.width, i.height, i.mode, i.status, i.error, i.split, "
                   "i.label AS original_label, lc.action AS correction, "
                   f"{_EFFECTIVE_LABEL} AS label")
@@ -76,7 +83,7 @@ def list_images(ws, *, label: str | None = None, split: str | None = None, statu
         where.append("EXISTS (SELECT 1 FROM findings f WHERE f.image_id = i.id AND f.run_id = ? AND "
                      "f.kind = 'cluster' AND CAST(json_extract(f.details, '$.cluster') AS TEXT) = ?)")
         params += [run_id if run_id is not None else -1, str(cluster)]
-    body = f"FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = i.id WHERE {' AND '.join(where)}"
+    body = f"FROM images i {_latest('i.id')} WHERE {' AND '.join(where)}"
     total = ws.catalog.query(f"SELECT COUNT(*) {body}", params)[0][0]
     rows = ws.catalog.query(f"SELECT {_IMAGE_COLUMNS} {body} ORDER BY i.id LIMIT ? OFFSET ?", [*params, limit, offset])
     return {"total": int(total), "limit": limit, "offset": offset, "items": [dict(r) for r in rows]}
@@ -85,8 +92,8 @@ def list_images(ws, *, label: str | None = None, split: str | None = None, statu
 def facets(ws) -> dict:
     """The values each gallery filter can take: labels, splits, statuses, finding kinds, clusters."""
     q = ws.catalog.query
-    labels = [r[0] for r in q(f"SELECT DISTINCT {_EFFECTIVE_LABEL} FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc "
-                              f"ON lc.image_id = i.id WHERE {_PRESENT} AND i.status = 'ok' ORDER BY 1") if r[0] is not None]
+    labels = [r[0] for r in q(f"SELECT DISTINCT {_EFFECTIVE_LABEL} FROM images i {_latest('i.id')} "
+                              f"WHERE {_PRESENT} AND i.status = 'ok' ORDER BY 1") if r[0] is not None]
     splits = [r[0] for r in q("SELECT DISTINCT split FROM images WHERE split IS NOT NULL ORDER BY 1")]
     statuses = [r[0] for r in q(f"SELECT DISTINCT status FROM images i WHERE {_PRESENT} ORDER BY 1")]
     cluster_run = latest_run_of_kind(ws, "cluster")
@@ -100,8 +107,8 @@ def facets(ws) -> dict:
 def get_image(ws, image_id: str) -> dict:
     """One image in full: properties, every path, its findings in the newest runs, its correction history."""
     rows = ws.catalog.query(f"SELECT {_IMAGE_COLUMNS}, i.bit_depth, i.orientation, i.frames, i.phash, i.metadata, "
-                            f"i.first_seen, i.updated_at FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc "
-                            "ON lc.image_id = i.id WHERE i.id = ?", (image_id,))
+                            f"i.first_seen, i.updated_at FROM images i {_latest('i.id')} "
+                              f"WHERE i.id = ?", (image_id,))
     if not rows:
         raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog; ids are the sha256 of the file, "
                                  "as listed by GET /images")
@@ -137,8 +144,8 @@ def list_findings(ws, *, kind: str | None = None, issues_only: bool = True, run_
         params.append(kind)
     if issues_only:
         where.append("f.is_issue = 1")
-    body = (f"FROM findings f LEFT JOIN images i ON i.id = f.image_id LEFT JOIN ({_LATEST_CORRECTION}) lc "
-            f"ON lc.image_id = f.image_id WHERE {' AND '.join(where)}")
+    body = (f"FROM findings f LEFT JOIN images i ON i.id = f.image_id {_latest('f.image_id')} "
+                              f"WHERE {' AND '.join(where)}")
     total = ws.catalog.query(f"SELECT COUNT(*) {body}", params)[0][0]
     rows = ws.catalog.query(
         f"SELECT f.image_id, f.kind, f.score, f.is_issue, f.details, {_EFFECTIVE_LABEL} AS label, "
@@ -160,7 +167,7 @@ def duplicate_groups(ws, *, limit: int = 20, offset: int = 0) -> dict:
         members: dict[str, list[dict]] = {}
         for r in ws.catalog.query(
                 f"SELECT f.image_id, f.score, f.details, {_EFFECTIVE_LABEL} AS label FROM findings f "
-                f"LEFT JOIN images i ON i.id = f.image_id LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = f.image_id "
+                f"LEFT JOIN images i ON i.id = f.image_id {_latest('f.image_id')} "
                 "WHERE f.run_id = ? AND f.kind = 'near_duplicate' ORDER BY f.score", (run_id,)):
             details = json.loads(r["details"])
             key = next((str(details[k]) for k in _GROUP_KEYS if details.get(k) is not None), r["image_id"])
@@ -212,7 +219,7 @@ def cluster_map(ws, *, limit: int = 100_000) -> dict:
         marks = ",".join("?" * len(chunk))
         for r in ws.catalog.query(
                 f"SELECT i.id, {_EFFECTIVE_LABEL} AS label, json_extract(f.details, '$.cluster') AS cluster "
-                f"FROM images i LEFT JOIN ({_LATEST_CORRECTION}) lc ON lc.image_id = i.id "
+                f"FROM images i {_latest('i.id')} "
                 "LEFT JOIN findings f ON f.image_id = i.id AND f.kind = 'cluster' AND f.run_id = ? "
                 f"WHERE i.id IN ({marks})", [run_id if run_id is not None else -1, *chunk]):
             info[r["id"]] = (r["label"], None if r["cluster"] is None else str(r["cluster"]))

@@ -79,10 +79,12 @@ def record_correction(ws, image_id: str, action: str, new_label: str | None = No
 
 
 def current_label(ws, image_id: str, catalog_label: str | None = None) -> str | None:
-    """The label an image has now: its newest correction's label, else the catalog's."""
-    latest = latest_corrections(ws, [image_id]).get(image_id)
-    if latest is not None:
-        return latest["new_label"]
+    """The label an image carries now: its newest relabel/accept correction's label, else the catalog's.
+    (An ``ignore`` excludes the image but does not erase its label: accepting it later restores that label.)"""
+    rows = ws.catalog.query("SELECT new_label FROM label_corrections WHERE image_id = ? AND action != 'ignore' "
+                            "ORDER BY id DESC LIMIT 1", (image_id,))
+    if rows:
+        return rows[0]["new_label"]
     if catalog_label is None:
         rows = ws.catalog.query("SELECT label FROM images WHERE id = ?", (image_id,))
         catalog_label = rows[0]["label"] if rows else None

@@ -49,6 +49,7 @@ def demo_command(ws, out):
     if results.get("report"):
         out.say(f"\nreport: {results['report']}  (open it in a browser; it works offline)")
     out.say(f"\nNext: pixelmine files --problems --workspace {ws.root}")
+    out.say(f"Web UI: pixelmine serve --workspace {ws.root}  (open the http://127.0.0.1:8000/ link it prints)")
 
 
 COMMANDS = [demo_command]
