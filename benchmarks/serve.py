@@ -218,8 +218,8 @@ def main() -> None:
             ("latency p50 (ms)", f"{served['p50_ms']:.0f}"),
             ("latency p99 (ms)", f"{served['p99_ms']:.0f}"),
             ("errors", f"{served['errors']}"),
-            (f"offline batch images/s, before", f"{offline['images_per_s']:.1f}"),
-            (f"offline batch images/s, after", f"{offline_after['images_per_s']:.1f}"),
+            ("offline batch images/s, before", f"{offline['images_per_s']:.1f}"),
+            ("offline batch images/s, after", f"{offline_after['images_per_s']:.1f}"),
             ("ratio served / offline", f"{ratio:.2f}")]
     for name, value in rows:
         print(f"{name:<38} {value:>12}")

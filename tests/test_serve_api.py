@@ -8,7 +8,7 @@ import shutil
 
 import httpx
 import pytest
-from imagefactory import encoded, jpeg_with_orientation, photo, png_bomb
+from imagefactory import encoded, photo, png_bomb
 from PIL import Image
 from servekit import COUNTS, ROTATED, TOKEN, LiveServer, build_workspace, files_digest
 

@@ -43,7 +43,7 @@ def test_serve_binds_localhost_prints_a_token_and_answers(tmp_path):
         output = process.communicate(timeout=30)[0]
     token_line = next(line for line in output.splitlines() if "web UI:" in line)
     token = token_line.split("#token=")[1].strip()
-    assert len(token) >= 24 and f"token (for writing" in output
+    assert len(token) >= 24 and "token (for writing" in output
 
 
 def test_serve_help_has_an_example():
