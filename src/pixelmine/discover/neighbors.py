@@ -93,7 +93,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int = 10, *, normalised: bool = F
         nlist = int(4 * np.sqrt(n))
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = x[np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)]
+        sample = x[np.random.default_rng(seed).choice(n, size=min(n, 40 * nlist), replace=False)]
         index.cp.seed = seed
         index.train(sample)
         index.nprobe = NPROBE

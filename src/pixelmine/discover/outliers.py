@@ -19,6 +19,7 @@ from .findings import Finding, register_kind
 from .neighbors import Neighbours, nearest_neighbours
 
 OUTLIER_K = 10  # neighbours averaged into an image's distance
+CLASS_EXACT_LIMIT = 5_000  # images per class searched exactly; larger classes use the IVF index (keeps N^1.5)
 Z_THRESHOLD = 4.0  # robust standard deviations above the median distance that make an outlier
 
 register_kind("outlier", "far from every other image in feature space (out of domain, corrupted or rare)",
@@ -91,7 +92,8 @@ def find_class_outliers(ids: Sequence[str], normalised: np.ndarray, labels: Sequ
         rows = np.flatnonzero(label_array == label)
         if len(rows) < max(min_class_size, 3):
             continue
-        graph = nearest_neighbours(normalised[rows], min(k, len(rows) - 1), normalised=True)
+        graph = nearest_neighbours(normalised[rows], min(k, len(rows) - 1), normalised=True,
+                                   exact_limit=CLASS_EXACT_LIMIT)
         for finding in find_outliers([ids[r] for r in rows], graph, k=k, z_threshold=z_threshold,
                                      kind="class_outlier"):
             finding.details["label"] = label

@@ -111,7 +111,7 @@ def _labelled_probabilities(ctx: DiscoverContext) -> tuple[list[int], list[str],
         pass
     if result is None:
         probs, classes = label_issues.out_of_fold_probabilities(ctx.raw[rows], labels)
-        result = (rows, labels, probs, classes, "5-fold cross-validated logistic regression on the features")
+        result = (rows, labels, probs, classes, "5-fold logistic regression on 64 principal components of the features")
     # a leave-one-out k-NN vote competes with the model; the more accurate predictor is used
     graph = nearest_neighbours(ctx.normalised[rows], max(label_issues.KNN_CHOICES), normalised=True)
     knn, k = label_issues.knn_probabilities(graph.index, labels, result[3])
