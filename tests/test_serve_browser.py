@@ -184,3 +184,17 @@ def test_keyboard_reaches_a_tile_and_opens_it(page, server):
     page.wait_for_selector("#detail[open] #detail-title")
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")
+
+
+def test_undecodable_images_show_their_status_not_a_broken_picture(page, server, tmp_path):
+    from imagefactory import write
+
+    write(tmp_path / "extra" / "broken" / "cut.jpg", encoded(photo(3, (200, 150)), "JPEG")[:700])
+    with pixelmine.open_workspace(server.root) as ws:
+        ws.ingest(tmp_path / "extra", labels_from_folders=True, progress=False, workers=1)
+    page.goto(f"{server.url}/#/gallery?status=truncated")
+    page.wait_for_selector("#gallery-grid .tile .no-thumb")
+    assert page.locator("#gallery-grid .tile .no-thumb").inner_text() == "truncated"
+    page.click("#gallery-grid .tile")
+    page.wait_for_selector("#detail[open] .no-thumb")
+    assert "ends early" in page.locator("#detail .kv").inner_text()

@@ -123,7 +123,8 @@ async function openDetail(imageId) {
     };
     const history = h("tbody", {}, correctionRows(item.corrections));
     body.replaceChildren(h("div", { class: "detail" },
-      h("div", {}, h("img", { src: thumb(imageId, 512), alt: `image ${short(imageId)}` })),
+      h("div", {}, item.status === "ok" ? h("img", { src: thumb(imageId, 512), alt: `image ${short(imageId)}` })
+        : h("div", { class: "thumb no-thumb" }, `${item.status}: no preview`)),
       h("div", {},
         h("h2", { id: "detail-title" }, `Image ${short(imageId)}`),
         h("dl", { class: "kv" },
@@ -152,10 +153,13 @@ function correctionRows(rows) {
 }
 
 function tile(item, caption) {
-  return h("button", { class: "tile", type: "button", dataset: { id: item.id || item.image_id }, title: "open (Enter)",
-                       onclick: () => openDetail(item.id || item.image_id) },
-    h("img", { src: thumb(item.id || item.image_id), alt: `image ${short(item.id || item.image_id)}`, loading: "lazy", width: 150, height: 150 }),
-    h("span", { class: "cap" }, caption));
+  const id = item.id || item.image_id;
+  // Images that cannot be decoded have no thumbnail: show their status instead of a broken image.
+  const picture = item.status && item.status !== "ok"
+    ? h("div", { class: "thumb no-thumb", role: "img", "aria-label": `image ${short(id)}: ${item.status}` }, item.status.replace("_", " "))
+    : h("img", { src: thumb(id), alt: `image ${short(id)}`, loading: "lazy", width: 150, height: 150 });
+  return h("button", { class: "tile", type: "button", dataset: { id }, title: "open (Enter)", onclick: () => openDetail(id) },
+    picture, h("span", { class: "cap" }, caption));
 }
 
 async function ensureFacets() {
