@@ -260,16 +260,14 @@ def test_user_split_column_from_a_manifest(tmp_path):
     assert model.metrics["split"]["source"] == "column:fold"
 
 
-def test_label_corrections_from_discovery_are_applied(tmp_path):
-    ws, ids, labels, _ = labelled_workspace(tmp_path, {"a": 10, "b": 10})
-    now = "2026-01-01T00:00:00"
-    with ws.catalog.transaction() as conn:
-        conn.execute("INSERT INTO label_corrections(image_id, old_label, new_label, action, source, created_at) "
-                     "VALUES (?, 'a', 'b', 'relabel', 'api', ?)", (ids[labels.index("a")], now))
-        conn.execute("INSERT INTO label_corrections(image_id, old_label, new_label, action, source, created_at) "
-                     "VALUES (?, 'b', NULL, 'ignore', 'api', ?)", (ids[labels.index("b")], now))
+def test_label_corrections_are_applied(tmp_path):
+    from pixelmine.corrections import record_correction
     from pixelmine.learn.data import labelled_images
 
+    ws, ids, labels, _ = labelled_workspace(tmp_path, {"a": 10, "b": 10})
+    relabelled, ignored = ids[labels.index("a")], ids[labels.index("b")]
+    record_correction(ws, relabelled, "relabel", "b")
+    record_correction(ws, ignored, "ignore")
     data = labelled_images(ws)
-    assert data.ignored == 1 and len(data.ids) == 19
-    assert data.labels[data.ids.index(ids[labels.index("a")])] == "b"
+    assert data.ignored == 1 and len(data.ids) == 19 and ignored not in data.ids
+    assert data.labels[data.ids.index(relabelled)] == "b"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -77,21 +76,18 @@ class SplitResult:
 
 
 def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
-    """The workspace's ok images that carry a label (after people's label corrections), minus
-    ``exclude_classes``; checked for training.
+    """The workspace's ok images that carry a label, minus ``exclude_classes``; checked for training.
+    Labels are :func:`pixelmine.corrections.effective_labels`: the newest correction of an image wins, and
+    an image a person marked ``ignore`` is left out.
 
     InputError when there are no labels, a single class, or a class with a single image.
     """
-    rows = [dict(r) for r in ws.images(status="ok")]
-    corrections = label_corrections(ws)
-    ignored = 0
-    for row in rows:
-        action, new_label = corrections.get(row["id"], (None, None))
-        if action == "relabel" and new_label is not None:
-            row["label"] = new_label
-        elif action == "ignore":
-            row["label"] = None
-            ignored += 1
+    from ..corrections import effective_labels
+
+    effective = effective_labels(ws)  # people's corrections applied; images marked 'ignore' left out
+    usable = ws.images(status="ok")
+    rows = [dict(r, label=effective[r["id"]]) for r in usable if r["id"] in effective]
+    ignored = len(usable) - len(rows)
     exclude = set(exclude_classes or ())
     unknown_excluded = exclude - {r["label"] for r in rows}
     if unknown_excluded:
@@ -101,24 +97,10 @@ def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
     excluded = dict(Counter(r["label"] for r in rows if r["label"] in exclude))
     data = LabelledSet(ids=[r["id"] for r in kept], labels=np.asarray([r["label"] for r in kept], dtype=str),
                        paths=[r["path"] for r in kept], metadata=[r["metadata"] for r in kept],
-                       unlabelled=sum(1 for r in rows if r["label"] is None) - ignored, excluded=excluded,
+                       unlabelled=sum(1 for r in rows if r["label"] is None), excluded=excluded,
                        ignored=ignored)
     check_trainable(data.labels, total_ok=len(rows), workspace=str(ws.root))
     return data
-
-
-def label_corrections(ws) -> dict[str, tuple[str, str | None]]:
-    """The latest label correction per image (catalog table ``label_corrections``, written by people through
-    the discovery stage): image id -> (action, new label). ``relabel`` replaces the label for training,
-    ``ignore`` leaves the image out, ``accept`` keeps it as it is."""
-    try:
-        rows = ws.catalog.query(
-            """SELECT c.image_id, c.action, c.new_label FROM label_corrections c
-               JOIN (SELECT image_id, MAX(id) AS last FROM label_corrections GROUP BY image_id) latest
-               ON c.id = latest.last""")
-    except sqlite3.OperationalError:  # a catalog from before the table existed
-        return {}
-    return {row["image_id"]: (row["action"], row["new_label"]) for row in rows}
 
 
 def check_trainable(labels: np.ndarray, *, total_ok: int | None = None, workspace: str = "") -> None:
