@@ -176,7 +176,7 @@ def duplicates(ctx: Context) -> tuple[str, str, str]:
             if any(f.details.get("conflicting_labels") for f in members):
                 notes.append('<span class="tag flag">conflicting labels</span>')
             labels = sorted({str(ctx.images.get(f.image_id, {}).get("label")) for f in members})
-            head = (f"group {esc(first.get('group'))} · {first.get('group_size', len(members))} images · labels "
+            head = (f"group {esc(first.get('group'))} · {esc(first.get('group_size', len(members)))} images · labels "
                     f"{esc(', '.join(labels))} {' '.join(notes)}")
             members = sorted(members, key=lambda f: (not f.details.get("is_keeper"), f.score))[:GROUP_MEMBERS]
             body += f'<div class="group"><div class="head">{head}</div><div class="grid">' + "".join(
