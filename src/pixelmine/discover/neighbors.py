@@ -90,7 +90,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int = 10, *, normalised: bool = F
     if exact:
         index = faiss.IndexFlatIP(dim)
     else:
-        nlist = int(4 * np.sqrt(n))
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # faiss's k-means wants >= 39 points per cell
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = x[np.random.default_rng(seed).choice(n, size=min(n, 40 * nlist), replace=False)]
