@@ -11,7 +11,8 @@ def render_discover(result) -> str:
     """The summary of a discover run: a table per kind, then the estimates and class tables."""
     from ..discover import KINDS
 
-    rows = [(kind, c["findings"], c["issues"], KINDS.get(kind, ("", ""))[0]) for kind, c in result.counts.items()]
+    rows = [(kind, c["findings"], c["issues"], _short(KINDS.get(kind, ("", ""))[0], 70))
+            for kind, c in result.counts.items()]
     lines = [f"discover run {result.run_id}: {result.summary.get('images', 0)} images in {result.elapsed_s:.1f} s", "",
              table(rows, ("kind", "images", "issues", "meaning"))]
     if result.summary.get("without_features"):
@@ -95,9 +96,12 @@ def findings_command(ws, out, kind, issues_only, run_id, limit, export):
                    for f in rows], ("image", "kind", "score", "issue", "details")))
 
 
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _brief(details: dict) -> str:
-    text = details.get("reason") or details.get("threshold") or ""
-    return text if len(text) <= 90 else text[:87] + "..."
+    return _short(details.get("reason") or details.get("threshold") or "", 90)
 
 
 COMMANDS = [discover_command, findings_command]
