@@ -257,3 +257,15 @@ def test_onnx_and_torch_features_agree_on_real_photos(photo_workspaces):
     assert a.fingerprint == b.fingerprint and len(a) == len(b) == 6
     cosine = cosine_rows(np.asarray(a.vectors)[a.rows(b.ids)], b.vectors)
     assert cosine.min() >= 0.999, cosine
+
+
+def test_int8_is_a_separate_cache_calibrated_on_the_workspace(tmp_path, synthetic):
+    ws = _workspace(tmp_path, synthetic)
+    fp32 = ws.extract("tiny_test", backend="onnx", progress=False)
+    int8 = ws.extract("tiny_test", precision="int8", progress=False)
+    assert int8.fingerprint != fp32.fingerprint and int8.computed == 40  # never mixed with fp32 vectors
+    assert int8.backend.startswith("onnxruntime model-int8.onnx")
+    a, b = ws.features("tiny_test"), ws.features("tiny_test", precision="int8")
+    assert a.fingerprint == fp32.fingerprint and b.fingerprint == int8.fingerprint
+    assert cosine_rows(np.asarray(a.vectors)[a.rows(b.ids)], b.vectors).min() > 0.98
+    assert ws.extract("tiny_test", precision="int8", progress=False).computed == 0
