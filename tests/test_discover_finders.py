@@ -109,7 +109,8 @@ def test_planted_near_duplicates_found_with_keeper_and_flags():
     assert by_id[ids[150]].is_issue  # the keeper too: its group straddles train and test
     group_b = by_id[ids[20]].details
     assert group_b["conflicting_labels"] and sorted(group_b["labels"]) == sorted({labels[20], labels[151]})
-    assert all(f.score < 0.05 for f in found)
+    assert all(f.score < 0.05 for f in found if f.is_issue)
+    assert by_id[ids[20]].details["keeper"] == by_id[ids[151]].details["keeper"]
 
 
 def test_keeper_prefers_resolution_then_sharpness_then_label():
@@ -124,7 +125,10 @@ def test_keeper_prefers_resolution_then_sharpness_then_label():
     assert pick(duplicates.find_near_duplicates(ids, widths=[10, 10, 20] + [10] * 37, heights=[10] * 40, **kwargs)) == ids[2]
     assert pick(duplicates.find_near_duplicates(ids, sharpness=[1.0, 3.0, 2.0] + [1.0] * 37, **same, **kwargs)) == ids[1]
     assert pick(duplicates.find_near_duplicates(ids, labels=[None, None, "a"] + [None] * 37, **same, **kwargs)) == ids[2]
-    assert pick(duplicates.find_near_duplicates(ids, **same, **kwargs)) == ids[0]
+    plain = duplicates.find_near_duplicates(ids, **same, **kwargs)
+    assert pick(plain) == ids[0]
+    assert [(f.image_id, f.is_issue, f.score >= 0.5) for f in plain] == [
+        (ids[0], False, True), (ids[1], True, False), (ids[2], True, False)]
 
 
 def test_phash_links_without_features():

@@ -87,6 +87,8 @@ def test_only_runs_the_chosen_finders(planted):
         ws.discover(only=["blurr"], backbone=BACKBONE)
     with pytest.raises(InputError, match="unknown finding kind 'nope'"):
         ws.findings("nope")
+    with pytest.raises(InputError, match="workers must be a positive integer; got 0"):
+        ws.discover(only=["outliers"], backbone=BACKBONE, workers=0)
 
 
 def test_missing_features_name_the_command(tmp_path):

@@ -270,8 +270,10 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
                 "conflicting_labels": conflicting, "labels": group_labels,
                 "reason": "; ".join(reasons) or "the suggested keeper of its group",
             }
-            findings.append(Finding(ids[row], "near_duplicate", similarity["score"],
-                                    (not is_keeper) or straddles or conflicting, details))
+            issue = (not is_keeper) or straddles or conflicting
+            # a keeper with nothing wrong scores >= 0.5, as every image that is not an issue does
+            score = similarity["score"] if issue else max(similarity["score"], 0.5)
+            findings.append(Finding(ids[row], "near_duplicate", score, issue, details))
     return findings
 
 
