@@ -114,3 +114,6 @@ def test_view_hashes_link_flipped_and_cropped_copies(tmp_path):
     pairs = {tuple(p) for p in duplicates.view_pairs(views, np.ones(len(images), dtype=bool)).tolist()}
     assert {(0, 12), (1, 13), (2, 14)} <= pairs
     assert all(b >= 12 and a == b - 12 for a, b in pairs), pairs  # no unrelated pair
+    found = duplicates.find_near_duplicates([f"i{k:02d}" for k in range(len(images))], view_hashes=views)
+    mirrored = {f.image_id: f for f in found}["i12"]
+    assert mirrored.details["closest_view_bits"] <= 2 and mirrored.score <= 2 / 64

@@ -253,7 +253,7 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
         conflicting = len(group_labels) > 1
         group_id = "g" + ids[members[0]][:12]
         for row in members:
-            similarity = _closest(row, members, normalised, codes, valid)
+            similarity = _closest(row, members, normalised, codes, valid, view_hashes, views_valid)
             is_keeper = row == keeper
             reasons = []
             if not is_keeper:
@@ -266,6 +266,7 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
                 "group": group_id, "group_size": len(members), "keeper": ids[keeper], "is_keeper": is_keeper,
                 "members": [ids[m] for m in members[:MAX_MEMBERS_LISTED]],
                 "closest_cosine": similarity["cosine"], "closest_phash_bits": similarity["phash_bits"],
+                "closest_view_bits": similarity["view_bits"],
                 "straddles_splits": straddles, "splits": group_splits,
                 "conflicting_labels": conflicting, "labels": group_labels,
                 "reason": "; ".join(reasons) or "the suggested keeper of its group",
@@ -277,8 +278,9 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
     return findings
 
 
-def _closest(row: int, members: list[int], normalised, codes, valid) -> dict:
-    """Similarity of ``row`` to its most similar group member, and the score (1 - that similarity)."""
+def _closest(row: int, members: list[int], normalised, codes, valid, views=None, views_valid=None) -> dict:
+    """Similarity of ``row`` to its most similar group member, and the score (1 - that similarity): the
+    best of feature cosine, 1 - pHash bits / 64, and 1 - view-hash bits / 64 (either direction)."""
     others = [m for m in members if m != row]
     best_cos = best_bits = None
     strength = 0.0
@@ -291,5 +293,14 @@ def _closest(row: int, members: list[int], normalised, codes, valid) -> dict:
         if mates:
             best_bits = int(hamming(np.full(len(mates), codes[row]), codes[mates]).min())
             strength = max(strength, 1.0 - best_bits / 64.0)
+    best_view = None
+    if views is not None and (views_valid is None or views_valid[row]):
+        mates = [m for m in others if views_valid is None or views_valid[m]]
+        if mates:
+            views = np.asarray(views, dtype=np.uint64)
+            mine = hamming(np.full(len(mates) * views.shape[1], views[row, 0]), views[mates].reshape(-1))
+            theirs = hamming(np.repeat(views[mates, 0], views.shape[1]), np.tile(views[row], len(mates)))
+            best_view = int(min(mine.min(), theirs.min()))
+            strength = max(strength, 1.0 - best_view / 64.0)
     return {"cosine": None if best_cos is None else round(best_cos, 4), "phash_bits": best_bits,
-            "score": float(np.clip(1.0 - strength, 0.0, 1.0))}
+            "view_bits": best_view, "score": float(np.clip(1.0 - strength, 0.0, 1.0))}
