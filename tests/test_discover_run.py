@@ -116,3 +116,16 @@ def test_cli_discover_findings_and_export(planted, tmp_path):
         assert exported.exit_code == 0 and target.stat().st_size > 0
     bad = runner.invoke(main, ["discover", "--only", "nothing", *common])
     assert bad.exit_code == 1 and "unknown finder or finding kind 'nothing'" in bad.output
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_tiny_or_unlabelled_collections_run(tmp_path, labelled):
+    source = image_folders(tmp_path / "img", {"only": 3})
+    ws = pixelmine.open_workspace(tmp_path / "ws")
+    ws.ingest(source, labels_from_folders=labelled, progress=False, workers=1)
+    ids = [r["id"] for r in ws.images()]
+    FeatureStore(ws.root, BACKBONE, FINGERPRINT).write(ids, np.eye(3, 8, dtype=np.float32))
+    result = ws.discover(only=FINDERS, backbone=BACKBONE, progress=False, workers=1)
+    assert result.counts["label_issue"] == {"findings": 0, "issues": 0}
+    assert "needs at least 2 labelled classes" in result.summary["label_errors"]["note"]
+    assert ws.runs("discover")[0]["status"] == "completed"
