@@ -36,9 +36,11 @@ def planted(tmp_path_factory):
     vectors[2] = vectors[1] + 0.001
     vectors[3] = rng.standard_normal(16) * 40
     flips = [r for r in range(10, 60, 17)][:3]
+    truth["right_label"] = {}
     for row in flips:  # features of another class: the label is wrong
         other = "abc"[("abc".index(labels[row]) + 1) % 3]
         vectors[row] = centres[other] + rng.standard_normal(16)
+        truth["right_label"][ids[row]] = other
     truth["flips"] = {ids[r] for r in flips}
     FeatureStore(ws.root, BACKBONE, FINGERPRINT).write(ids, vectors)
     result = ws.discover(only=FINDERS, backbone=BACKBONE, progress=False, workers=1)
@@ -129,3 +131,22 @@ def test_tiny_or_unlabelled_collections_run(tmp_path, labelled):
     assert result.counts["label_issue"] == {"findings": 0, "issues": 0}
     assert "needs at least 2 labelled classes" in result.summary["label_errors"]["note"]
     assert ws.runs("discover")[0]["status"] == "completed"
+
+
+def test_corrections_apply_relabel_accept_ignore(planted):
+    from pixelmine.corrections import record_correction
+
+    ws, truth, _ = planted
+    fixed, accepted = sorted(truth["flips"])[:2]
+    record_correction(ws, fixed, "relabel", truth["right_label"][fixed])
+    record_correction(ws, accepted, "accept")
+    record_correction(ws, truth["outlier"], "ignore")
+    try:
+        result = ws.discover(only=["label_issues", "outliers"], backbone=BACKBONE, progress=False, workers=1)
+        by_id = {f.image_id: f for f in ws.findings("label_issue", run_id=result.run_id)}
+        assert not by_id[fixed].is_issue and by_id[fixed].details["given_label"] == truth["right_label"][fixed]
+        assert not by_id[accepted].is_issue and by_id[accepted].details["accepted_by_person"]
+        assert truth["outlier"] not in by_id and result.summary["ignored_by_person"] == 1
+    finally:  # leave the shared workspace as the other tests expect it
+        with ws.catalog.transaction() as conn:
+            conn.execute("DELETE FROM label_corrections")

@@ -34,6 +34,8 @@ class DiscoverContext:
     workers: int = 2
     progress: object = None
     without_features: int = 0  # ok images that have no features of this backbone
+    ignored: int = 0  # images a person marked 'ignore' (left out)
+    accepted: set = field(default_factory=set)  # images whose label a person accepted (never a label issue)
     summary: dict = field(default_factory=dict)  # finders add class tables, estimates, notes
     run_id: int | None = None  # the discover run the findings are stored under (set when it starts)
     _neighbours: Neighbours | None = None
@@ -63,12 +65,18 @@ class DiscoverContext:
 
 def build_context(ws, backbone: str, *, model: str | None = None, workers: int = 2, progress=None) -> DiscoverContext:
     """NotFittedError naming the command to run when nothing was ingested or extracted yet."""
+    from ..corrections import effective_labels, latest_corrections
+
     rows = ws.images(status="ok")
     if not rows:
         raise NotFittedError(f"workspace {str(ws.root)!r} has no decodable images yet; "
                              "run: pixelmine ingest PHOTOS_DIR --labels-from-folders")
     features = ws.features(backbone)  # NotFittedError: run pixelmine extract --backbone ...
     position = {image_id: row for row, image_id in enumerate(features.ids)}
+    # people's label corrections apply; images marked 'ignore' are left out of discovery
+    labels = effective_labels(ws)
+    ignored = sum(1 for r in rows if r["id"] not in labels)
+    rows = [{**r, "label": labels[r["id"]]} for r in rows if r["id"] in labels]
     kept = sorted((r for r in rows if r["id"] in position), key=lambda r: r["id"])
     without = len(rows) - len(kept)
     if not kept:
@@ -83,4 +91,5 @@ def build_context(ws, backbone: str, *, model: str | None = None, workers: int =
         ws=ws, backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
         splits=[r["split"] for r in kept], phashes=[r["phash"] for r in kept], widths=[r["width"] for r in kept],
         heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], normalised=normalise(raw), raw=raw,
-        model=model, workers=workers, progress=progress, without_features=without)
+        model=model, workers=workers, progress=progress, without_features=without, ignored=ignored,
+        accepted={i for i, c in latest_corrections(ws).items() if c["action"] == "accept"})

@@ -130,6 +130,9 @@ def _label_issues(ctx: DiscoverContext) -> list[Finding]:
         return []
     rows, labels, probs, classes, source = data
     found = label_issues.find_label_issues([ctx.ids[r] for r in rows], labels, probs, classes)
+    # a label a person accepted is not flagged again (its score still says what the model thinks)
+    found = [Finding(f.image_id, f.kind, f.score, False, {**f.details, "accepted_by_person": True})
+             if f.image_id in ctx.accepted else f for f in found]
     ctx.summary["label_errors"] = {"estimated": label_issues.estimate_label_errors(labels, probs, classes),
                                    "flagged": sum(f.is_issue for f in found), "labelled": len(rows),
                                    "probabilities": source}
@@ -207,7 +210,8 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = "mo
         entry["findings"] += 1
         entry["issues"] += int(f.is_issue)
     summary = {k: v for k, v in ctx.summary.items() if not k.startswith("_")}
-    summary.update(images=len(ctx.ids), without_features=ctx.without_features, timings_s=timings)
+    summary.update(images=len(ctx.ids), without_features=ctx.without_features, ignored_by_person=ctx.ignored,
+                   timings_s=timings)
     elapsed = time.perf_counter() - started
     ws.catalog.finish_run(run_id, "completed", counts=counts, metrics={**summary, "elapsed_s": round(elapsed, 3)})
     return DiscoverResult(run_id, counts, summary, elapsed)
