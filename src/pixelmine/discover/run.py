@@ -66,12 +66,13 @@ def _quality(ctx: DiscoverContext) -> list[Finding]:
 
 
 def _duplicates(ctx: DiscoverContext) -> list[Finding]:
+    pixels = ctx.pixels  # decode (process pool) before faiss starts its threads in this process
     status = ctx.ws.status()
     found = duplicates.exact_duplicate_findings(status["exact_duplicates"], status["label_conflicts"])
     found += duplicates.find_near_duplicates(
         ctx.ids, neighbours=ctx.neighbours, normalised=ctx.normalised, phashes=ctx.phashes, labels=ctx.labels,
         splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, sharpness=ctx.sharpness(),
-        view_hashes=np.where(ctx.pixels.decoded[:, None], ctx.pixels.views, 0), views_valid=ctx.pixels.decoded)
+        view_hashes=pixels.views, views_valid=pixels.decoded)
     groups = {f.details["group"] for f in found if f.kind == "near_duplicate"}
     ctx.summary["near_duplicate_groups"] = len(groups)
     return found
