@@ -117,3 +117,9 @@ def test_view_hashes_link_flipped_and_cropped_copies(tmp_path):
     found = duplicates.find_near_duplicates([f"i{k:02d}" for k in range(len(images))], view_hashes=views)
     mirrored = {f.image_id: f for f in found}["i12"]
     assert mirrored.details["closest_view_bits"] <= 2 and mirrored.score <= 2 / 64
+
+
+def test_process_pool_gives_the_same_numbers(collection, tmp_path):
+    ids, paths, _, _, stats, _ = collection
+    pooled = pixel_stats.pixel_stats(tmp_path / "pool.npz", ids, paths, workers=2, chunk=20)
+    assert np.array_equal(pooled.stats, stats) and pooled.decoded.all()
