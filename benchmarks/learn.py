@@ -31,12 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import pixelmine  # noqa: E402
+import pixelmine.learn  # noqa: E402,F401  (registers the full:NAME@SIZE backbones)
 from pixelmine.demo import demo_data_path  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
+# The demo's 250 px textile photos also with the whole frame at its own size (pixelmine.learn.resolution):
+# the standard 256-resize + 224-crop cuts off the border and resamples the fine texture.
+DEMO_FULL_FRAME = ("full:mobilenet_v2@250", "full:efficientnet_lite0@250")
 HEADS = ("logreg", "svm", "knn")
 
 
@@ -126,7 +130,8 @@ def run_probes(dataset: str, ws, backbones, heads, retrain: bool, split: dict) -
         print(f"{dataset}: {backbone} features: {extracted.computed} computed in {extracted.elapsed_s:.0f} s "
               f"({extracted.backend})", file=sys.stderr)
         for head in heads:
-            model = train_or_load(ws, f"{head}-{backbone}", retrain, head=head, backbone=backbone, split=split)
+            name = f"{head}-{backbone}".replace(":", "-").replace("@", "-")
+            model = train_or_load(ws, name, retrain, head=head, backbone=backbone, split=split)
             rows.append(_row(dataset, model, None))
             print(_line(rows[-1]), file=sys.stderr)
     return rows
@@ -168,6 +173,8 @@ def main() -> None:
     parser.add_argument("--heads", default=",".join(HEADS))
     parser.add_argument("--no-probes", action="store_true", help="skip the heads on frozen features")
     parser.add_argument("--no-finetune", action="store_true")
+    parser.add_argument("--no-full-frame", dest="full_frame", action="store_false",
+                        help="demo: skip the full-frame 250 px backbone variants")
     parser.add_argument("--retrain", action="store_true", help="train again even if the model exists")
     parser.add_argument("--fashion-finetune-images", type=int, default=6000,
                         help="fine-tune on a stratified sample of this many Fashion-MNIST training images")
@@ -184,14 +191,18 @@ def main() -> None:
         ws = workspace_for(dataset, workdir)
         split = {"column": "split"} if dataset == "fashion" else {}
         if not args.no_probes:
-            rows += run_probes(dataset, ws, args.backbones.split(","), args.heads.split(","), args.retrain, split)
+            chosen = args.backbones.split(",") + (list(DEMO_FULL_FRAME) if dataset == "demo" and args.full_frame else [])
+            rows += run_probes(dataset, ws, chosen, args.heads.split(","), args.retrain, split)
         if not args.no_finetune:
             if dataset == "demo":
-                # The whole 250 px frame at 224 px (no centre crop: small defects sit anywhere, also at the
-                # border), vertical flips too (textures have no up and down), 3 frozen + 9 unfrozen epochs.
-                finetune = {"crop": False, "vflip": True, "frozen_epochs": 3, "epochs": 9, "unfreeze_blocks": 4,
+                # The whole 250 px frame at its own size (no centre crop, no resampling: small defects sit
+                # anywhere, also at the border), flips both ways (textures have no up and down), mild crops
+                # and no rotation (interpolation blurs the defects' pixel noise).
+                finetune = {"crop": False, "vflip": True, "rotation": 0.0, "crop_scale": [0.8, 1.0],
+                            "color_jitter": 0.1, "frozen_epochs": 2, "epochs": 8, "unfreeze_blocks": 4,
                             "lr": 1e-3, "backbone_lr": 3e-4, "patience": 3}
-                row = run_finetune(dataset, ws, "mobilenet_v2", args.retrain, split, finetune, "finetune-mobilenet_v2")
+                row = run_finetune(dataset, ws, "full:mobilenet_v2@250", args.retrain, split, finetune,
+                                   "finetune-full-mobilenet_v2-250")
             else:
                 # 28 px grey products: 96 px input (5x less compute than 224 px), a stratified sample.
                 finetune = {"image_size": 96, "crop": False, "frozen_epochs": 1, "epochs": 4, "unfreeze_blocks": 6,

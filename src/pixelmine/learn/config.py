@@ -115,7 +115,7 @@ class TrainConfig:
 
     @property
     def model_name(self) -> str:
-        return self.name or f"{self.head}-{self.backbone}"
+        return self.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.head}-{self.backbone}")
 
     def check(self) -> "TrainConfig":
         if self.head not in HEAD_NAMES:
