@@ -152,8 +152,8 @@ def view_pairs(views: np.ndarray, valid: np.ndarray, max_bits: int = VIEW_BITS) 
     """Pairs (i, j), i < j, where the hash of one (column 0) is within ``max_bits`` of any view of the other.
 
     ``views``: (N, V) uint64 view hashes (column 0: the image itself, column 1: its mirror). Exact: a faiss
-    binary range search of every image's own hash against all view hashes (N^2 x V popcounts, about 0.7 s
-    for 2,250 x 52 views). Above :data:`VIEW_CROP_LIMIT` images only the mirror view is compared, above
+    binary range search of every image's own hash against all view hashes (N^2 x V popcounts, about 1.5 s
+    for 2,250 x 100 views). Above :data:`VIEW_CROP_LIMIT` images only the mirror view is compared, above
     :data:`VIEW_MIRROR_LIMIT` none.
     """
     views = np.asarray(views, dtype=np.uint64)
