@@ -199,13 +199,13 @@ def main() -> None:
                 # anywhere, also at the border), flips both ways (textures have no up and down), mild crops
                 # and no rotation (interpolation blurs the defects' pixel noise).
                 finetune = {"crop": False, "vflip": True, "rotation": 0.0, "crop_scale": [0.8, 1.0],
-                            "color_jitter": 0.1, "frozen_epochs": 2, "epochs": 8, "unfreeze_blocks": 4,
-                            "lr": 1e-3, "backbone_lr": 3e-4, "patience": 3}
+                            "color_jitter": 0.1, "probe_init": True, "frozen_epochs": 0, "epochs": 6,
+                            "unfreeze_blocks": 4, "lr": 3e-4, "backbone_lr": 3e-4, "patience": 2}
                 row = run_finetune(dataset, ws, "full:mobilenet_v2@250", args.retrain, split, finetune,
                                    "finetune-full-mobilenet_v2-250")
             else:
                 # 28 px grey products: 96 px input (5x less compute than 224 px), a stratified sample.
-                finetune = {"image_size": 96, "crop": False, "frozen_epochs": 1, "epochs": 4, "unfreeze_blocks": 6,
+                finetune = {"image_size": 96, "crop": False, "frozen_epochs": 0, "epochs": 4, "unfreeze_blocks": 6,
                             "lr": 2e-3, "backbone_lr": 5e-4, "max_train_images": args.fashion_finetune_images,
                             "rotation": 5.0, "crop_scale": [0.8, 1.0], "color_jitter": 0.1, "patience": 2}
                 row = run_finetune(dataset, ws, "mobilenet_v2", args.retrain, split, finetune, "finetune-mobilenet_v2")

@@ -87,3 +87,22 @@ def test_blocks_and_freezing_of_a_real_backbone():
     assert {id(p) for p in net.features[15].parameters()}.isdisjoint(trainable)
     assert {id(p) for p in net.features[16].parameters()} <= trainable
     assert {id(p) for p in wrapped.classifier.parameters()} <= trainable
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_probe_initialisation_reproduces_the_logistic_probe(n_classes):
+    from pixelmine.learn.config import TrainConfig
+    from pixelmine.learn.finetune import probe_initialise
+    from pixelmine.learn.heads import LogisticProbe
+
+    rng = np.random.default_rng(0)
+    labels = np.asarray(["a", "b", "c"][:n_classes])[rng.integers(0, n_classes, 120)]
+    X = (rng.standard_normal((120, 6)) * [1, 2, 3, 4, 5, 6] + 3).astype(np.float32)
+    X[:, 0] += (labels == "a") * 2.0
+    net = FinetuneNet(torch.nn.Identity(), 6, n_classes, dropout=0.0).eval()
+    train, val = np.arange(90), np.arange(90, 120)
+    chosen = probe_initialise(net, X, labels, train, val, TrainConfig(search_budget_s=5))
+    probe = LogisticProbe(**chosen["params"]).fit(X[train], labels[train])
+    with torch.no_grad():
+        logits, _ = net(torch.as_tensor(X))
+    np.testing.assert_allclose(torch.softmax(logits.double(), 1).numpy(), probe.predict_proba(X), atol=1e-5)

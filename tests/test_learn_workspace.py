@@ -271,3 +271,13 @@ def test_label_corrections_are_applied(tmp_path):
     data = labelled_images(ws)
     assert data.ignored == 1 and len(data.ids) == 19 and ignored not in data.ids
     assert data.labels[data.ids.index(relabelled)] == "b"
+
+
+def test_is_current_until_labels_change(tmp_path):
+    from pixelmine.corrections import record_correction
+
+    ws, ids, labels, _ = labelled_workspace(tmp_path, {"a": 8, "b": 8})
+    model = ws.train(progress=False, **FAST)
+    assert model.is_current()
+    record_correction(ws, ids[0], "relabel", "b" if labels[0] == "a" else "a")
+    assert not model.is_current()

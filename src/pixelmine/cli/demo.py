@@ -23,6 +23,8 @@ def demo_command(ws, out):
     ingest = results["ingest"]
     out.result({"data": results["data"], "ingest": ingest.to_dict(), "status": results["status"],
                 "extract": results["extract"].to_dict() if results.get("extract") else None,
+                "model": ({"name": results["model"].name, "test": results["model"].metrics["test"]}
+                          if results.get("model") else None),
                 "discover": results["discover"].to_dict() if results.get("discover") else None,
                 "report": results.get("report")})
     out.say(f"demo data: {results['data']}")
@@ -34,6 +36,11 @@ def demo_command(ws, out):
                 f"{extract.failed} failed in {extract.elapsed_s:.1f} s ({extract.backend})")
     out.say()
     out.say(render_status(results["status"]))
+    if results.get("model") is not None:
+        model = results["model"]
+        out.say(f"\nclassifier {model.name}: {model.head} on {model.backbone} features, "
+                f"{model.info['n_train']} train / {model.info['n_val']} val / {model.info['n_test']} test images")
+        out.say(model.test_evaluation().table())
     if results.get("discover") is not None:
         from .discover import render_discover
 

@@ -52,7 +52,9 @@ class FinetuneConfig:
 
     image_size: int | None = None  # input side in pixels; None = the backbone's own input size
     crop: bool = False  # False: the whole image is resized (nothing cut off); True: the backbone's centre crop
-    frozen_epochs: int = 2  # epochs training only the new top (backbone frozen, batch-norm statistics fixed)
+    probe_init: bool = True  # start the new top from a logistic regression on the cached features (LP-FT):
+    # the frozen-backbone phase at the cost of a probe, not of epochs of forward passes
+    frozen_epochs: int = 0  # then epochs training only the top on augmented images (backbone frozen)
     epochs: int = 8  # further epochs with the top `unfreeze_blocks` blocks trainable
     unfreeze_blocks: int = 3  # backbone blocks (counted from the top) trained in the second phase
     batch_size: int = 32

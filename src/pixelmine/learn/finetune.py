@@ -1,8 +1,11 @@
 """Fine-tuning a pretrained backbone (PyTorch): the top replaced, trained frozen, then the top blocks unfrozen.
 
-Phase 1 (``frozen_epochs``): only the new linear top learns; the backbone runs without gradients and its
-batch-norm statistics stay fixed. Phase 2 (``epochs``): the top ``unfreeze_blocks`` backbone blocks learn
-too, at ``backbone_lr`` (lower than the top's ``lr``, so pretrained features are adjusted, not erased).
+Phase 1, backbone frozen: the new linear top starts as a logistic regression fitted on the cached features
+of the training images (``probe_init``; "LP-FT", Kumar et al. 2022: fine-tuning from a fitted top distorts
+the pretrained features less than from a random one), then ``frozen_epochs`` of augmented images train only
+the top, the backbone running without gradients and with fixed batch-norm statistics. Phase 2
+(``epochs``): the top ``unfreeze_blocks`` backbone blocks learn too, at ``backbone_lr`` (lower than the top's
+``lr``, so pretrained features are adjusted, not erased).
 Both phases: AdamW, a cosine learning-rate schedule per phase, label smoothing, augmentation of the
 training images. Early stopping on the validation loss (phase 2) with ``patience``; the weights of the
 epoch with the lowest validation loss are kept.
@@ -234,6 +237,31 @@ class _Trainer:
         return loss, float((probs.argmax(1) == targets).mean())
 
 
+def probe_initialise(net, X: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray,
+                     config: TrainConfig) -> dict:
+    """Set ``net.classifier`` to a logistic regression fitted on cached features (C chosen on val)."""
+    from .heads import SEARCH_SPACES, LogisticProbe
+    from .search import search
+
+    estimator = LogisticProbe(class_weight=config.class_weight, standardize=config.standardize,
+                              random_state=config.seed)
+    found = search(estimator, SEARCH_SPACES["logreg"], X[train], labels[train], X[val], labels[val],
+                   budget_s=min(config.search_budget_s, 30.0), max_samples=config.search_max_samples,
+                   seed=config.seed)
+    probe = estimator.set_params(**found.best_params).fit(X[train], labels[train])
+    scaler, logistic = probe.model_[0], probe.model_[-1]
+    weight, bias = logistic.coef_.astype(np.float64), logistic.intercept_.astype(np.float64)
+    if weight.shape[0] == 1:  # binary: sklearn keeps one row (the positive class)
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    if scaler != "passthrough":  # fold the standardisation into the linear layer
+        weight = weight / scaler.scale_
+        bias = bias - weight @ scaler.mean_
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.as_tensor(weight, dtype=net.classifier.weight.dtype))
+        net.classifier.bias.copy_(torch.as_tensor(bias, dtype=net.classifier.bias.dtype))
+    return {"params": found.best_params, "trials": found.trials}
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -257,6 +285,8 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     paths = np.asarray(data.paths, dtype=object)
     train, val, test = (split.rows(s) for s in ("train", "val", "test"))
     notes = []
+    started = time.perf_counter()
+    all_train = train
     if ft.max_train_images is not None and len(train) > ft.max_train_images:
         keep = stratified_subsample(split.labels[train], ft.max_train_images, config.seed)
         notes.append(f"fine-tuned on a stratified sample of {len(keep)} of the {len(train)} training images "
@@ -265,11 +295,13 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     spec = input_spec(config.backbone, config)
     torch.manual_seed(config.seed)
     net = build_network(config.backbone, len(classes), ft.dropout, device=device)
+    initialised = None
+    if ft.probe_init and not (resume and any((directory / "checkpoints").glob("epoch-*.pt"))):
+        initialised = probe_initialise(net, X, split.labels, all_train, val, config)  # features: all of train
     augment = augmentation(ft, spec["input_size"], spec["interpolation"])
     train_ds = _dataset(paths[train], targets[train], spec, augment)
     val_ds = _dataset(paths[val], targets[val], spec)
     report, close = resolve_progress(progress, f"fine-tune {config.backbone}", unit="batch")
-    started = time.perf_counter()
     try:
         state = _Trainer(net, config, train_ds, val_ds, directory / "checkpoints", device, report).run(
             resume=resume, on_epoch=on_epoch)
@@ -308,7 +340,8 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
         test=test_eval, oof_probs=oof_probs, oof_folds=folds, oof=oof_eval,
         oof_model=f"logreg on pretrained {config.backbone} features", search=None,
         timings={"train_s": round(train_s, 2), "test_s": round(test_s, 2), "epochs_run": state["epoch"],
-                 "best_epoch": state["best_epoch"], "device": device},
+                 "best_epoch": state["best_epoch"], "device": device,
+                 "probe_init": None if initialised is None else initialised["params"]},
         notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"]})
 
 

@@ -68,6 +68,21 @@ class Model:
     def card(self) -> str:
         return (self.dir / "card.md").read_text()
 
+    def is_current(self) -> bool:
+        """True when the workspace's labelled images, their labels and the backbone's features are exactly
+        those the model was trained on (so training again would learn nothing new)."""
+        from .data import data_fingerprint, labelled_images
+
+        try:
+            data = labelled_images(self.workspace, exclude_classes=self.config.get("exclude_classes") or ())
+            features = self.workspace.features(self.backbone)
+        except (InputError, NotFittedError):
+            return False
+        have = set(features.ids)
+        keep = [k for k, i in enumerate(data.ids) if i in have]
+        fingerprint = data_fingerprint([data.ids[k] for k in keep], data.labels[keep], extra=features.fingerprint)
+        return fingerprint == self.info["data_fingerprint"]
+
     def test_evaluation(self) -> Evaluation:
         return Evaluation.from_dict(self.metrics["test"])
 
