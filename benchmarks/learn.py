@@ -19,7 +19,6 @@ import csv
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -151,7 +150,8 @@ def _ci(value, span) -> str:
 
 
 def _line(row: dict) -> str:
-    return (f"{row['dataset']:<8} {row['backbone']:<19} {row['head']:<9} acc {_ci(row['accuracy'], row['accuracy_ci'])}  "
+    return (f"{row['dataset']:<8} {row['backbone']:<19} {row['head']:<9} "
+            f"acc {_ci(row['accuracy'], row['accuracy_ci'])}  "
             f"macro-F1 {_ci(row['macro_f1'], row['macro_f1_ci'])}  train {row['train_s']:.0f} s")
 
 
@@ -191,7 +191,9 @@ def main() -> None:
         ws = workspace_for(dataset, workdir)
         split = {"column": "split"} if dataset == "fashion" else {}
         if not args.no_probes:
-            chosen = args.backbones.split(",") + (list(DEMO_FULL_FRAME) if dataset == "demo" and args.full_frame else [])
+            chosen = args.backbones.split(",")
+            if dataset == "demo" and args.full_frame:
+                chosen += list(DEMO_FULL_FRAME)
             rows += run_probes(dataset, ws, chosen, args.heads.split(","), args.retrain, split)
         if not args.no_finetune:
             if dataset == "demo":

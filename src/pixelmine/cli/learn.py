@@ -23,7 +23,8 @@ def _epoch_printer(out):
 
 @click.command("train")
 @click.option("--head", type=click.Choice(HEAD_NAMES), default="logreg", show_default=True,
-              help="logreg / svm / knn: a head on cached features (seconds); finetune: train the network (slow on CPU).")
+              help="logreg / svm / knn: a head on cached features (seconds); "
+                   "finetune: train the network itself (slow on a CPU).")
 @click.option("--name", help="Model name (folder under models/); default <head>-<backbone>.")
 @click.option("--backbone", default="mobilenet_v2", show_default=True, help="Feature backbone / network to fine-tune.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),

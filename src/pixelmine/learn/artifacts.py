@@ -202,7 +202,8 @@ def model_card(info: dict, metrics: dict, split: dict, config: dict) -> str:
         "## Use and limits",
         f"- A prediction is flagged `uncertain` when its top-1 probability is below "
         f"{info['uncertainty']['min_confidence']:.2f}, when its top two classes are within "
-        f"{info['uncertainty'].get('min_margin', 0):.2f} of each other, or when the image is farther from the training images "
+        f"{info['uncertainty'].get('min_margin', 0):.2f} of each other, or when the image is farther from the "
+        "training images "
         f"than {info['uncertainty']['novelty_quantile']:.0%} of them are from each other (novelty > 1).",
         "- It only knows the classes above; any other image still gets one of them (check `uncertain`).",
         "- Scores hold for images like the training data (same camera, lighting, preprocessing).",

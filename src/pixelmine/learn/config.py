@@ -88,7 +88,8 @@ class FinetuneConfig:
             raise InputError(f"finetune.device must be auto, cpu or cuda; got {self.device!r}")
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
-            raise InputError(f"finetune.crop_scale must be (low, high) with 0 < low <= high <= 1; got {self.crop_scale!r}")
+            raise InputError("finetune.crop_scale must be (low, high) with 0 < low <= high <= 1; "
+                             f"got {self.crop_scale!r}")
 
 
 @dataclass(frozen=True)

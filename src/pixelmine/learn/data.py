@@ -91,8 +91,9 @@ def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
     exclude = set(exclude_classes or ())
     unknown_excluded = exclude - {r["label"] for r in rows}
     if unknown_excluded:
+        known = sorted({r["label"] for r in rows if r["label"]})
         raise InputError(f"cannot exclude {', '.join(map(repr, sorted(unknown_excluded)))}: no such label in "
-                         f"the workspace; labels are {', '.join(map(repr, sorted({r['label'] for r in rows if r['label']})))}")
+                         f"the workspace; labels are {', '.join(map(repr, known))}")
     kept = [r for r in rows if r["label"] is not None and r["label"] not in exclude]
     excluded = dict(Counter(r["label"] for r in rows if r["label"] in exclude))
     data = LabelledSet(ids=[r["id"] for r in kept], labels=np.asarray([r["label"] for r in kept], dtype=str),

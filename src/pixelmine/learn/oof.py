@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 def out_of_fold_probabilities(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *,
-                              n_splits: int = 5, seed: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                              n_splits: int = 5, seed: int = 0,
+                              progress=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(probs (N, K) in ``np.unique(y)`` column order, fold number per row, notes).
 
     A fold whose training part is too small for ``estimator`` (e.g. the SVM's calibration needs two images

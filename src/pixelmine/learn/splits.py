@@ -87,10 +87,12 @@ def groups_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
 
 def near_duplicate_groups(vectors: np.ndarray, threshold: float, *, max_group: int | None = None,
                           seed: int = 0) -> tuple[np.ndarray, int, list[str]]:
-    """(group per row, number of similar pairs inside the groups, notes). Near-duplicates are rare and come in small groups: a
-    component larger than ``max_group`` (default: 1 % of the images, at least 5) means the features cannot tell
-    these images apart at ``threshold`` (a homogeneous data set, or a weak backbone), not that they are
-    copies. Such a component is split again at a stricter threshold (half-way to 1), up to 6 times."""
+    """(group per row, number of similar pairs inside the groups, notes).
+
+    Near-duplicates are rare and come in small groups: a component larger than ``max_group`` (default: 1 %
+    of the images, at least 5) means the features cannot tell these images apart at ``threshold`` (a
+    homogeneous data set, or a weak backbone), not that they are copies. Such a component is split again at
+    a stricter threshold (half-way to 1), up to 6 times."""
     n = len(vectors)
     max_group = max_group or max(5, int(np.ceil(0.01 * n)))
     pairs = near_duplicate_pairs(vectors, threshold, seed=seed)
