@@ -72,6 +72,12 @@ def test_evaluate_matches_training_metrics_and_saves_figures(trained):
     assert result.metrics["accuracy"] == model.metrics["test"]["metrics"]["accuracy"]
     assert result.n == model.info["n_test"]
     assert (model.dir / "evaluation.json").exists() and (model.dir / "evaluation_confusion_matrix.png").exists()
+    assert ws.runs("evaluate")[0]["status"] == "completed"
+    rows = ws.images()[:6]
+    on_files = model.evaluate([r["path"] for r in rows], [r["label"] for r in rows], n_bootstrap=0, save=False)
+    assert on_files.n == 6 and on_files.metrics["accuracy"] == 1.0
+    with pytest.raises(InputError, match="the given labels include classes the model was not trained on: 'owl'"):
+        model.evaluate([rows[0]["path"]], ["owl"], save=False)
 
 
 def test_predict_files_from_the_cache_with_top_k_and_error_rows(trained, tmp_path):

@@ -182,6 +182,27 @@ class Model:
         if (paths is None) != (labels is None):
             raise InputError("give both paths and labels (one label per file), or neither to evaluate on the "
                              "model's test split")
+        run_id = self.workspace.catalog.start_run(
+            "evaluate", {"model": self.name, "on": "files" if paths is not None else "test split",
+                         "n_bootstrap": n_bootstrap}) if save else None
+        try:
+            result = self._evaluate(paths, labels, progress=progress, n_bootstrap=n_bootstrap)
+        except BaseException as exc:
+            if run_id is not None:
+                self.workspace.catalog.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        if save:
+            from .plots import confusion_png, reliability_png
+
+            artifacts.atomic_write_json(self.dir / "evaluation.json", result.to_dict())
+            confusion_png(result, self.dir / "evaluation_confusion_matrix.png", title=f"{self.name}: evaluation")
+            reliability_png(result, self.dir / "evaluation_reliability.png")
+            self.workspace.catalog.finish_run(run_id, "completed", counts={"images": result.n},
+                                              metrics={k: result.metrics[k] for k in
+                                                       ("accuracy", "balanced_accuracy", "macro_f1")})
+        return result
+
+    def _evaluate(self, paths, labels, *, progress, n_bootstrap: int) -> Evaluation:
         if paths is not None:
             paths = list(paths)
             labels = list(labels)
@@ -201,12 +222,6 @@ class Model:
                               n_bootstrap=n_bootstrap)
         else:
             result = self._evaluate_test_split(progress, n_bootstrap)
-        if save:
-            from .plots import confusion_png, reliability_png
-
-            artifacts.atomic_write_json(self.dir / "evaluation.json", result.to_dict())
-            confusion_png(result, self.dir / "evaluation_confusion_matrix.png", title=f"{self.name}: evaluation")
-            reliability_png(result, self.dir / "evaluation_reliability.png")
         return result
 
     def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
