@@ -30,6 +30,8 @@ from .plugins import register_optional_decoders
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
+_ORIENTATION = 0x0112  # EXIF tag
+_TRANSPOSED = frozenset(range(2, 9))  # orientations that need a flip or a rotation
 
 
 def open_rgb(source, *, min_side: int | None = None) -> Image.Image:
@@ -53,7 +55,9 @@ def open_rgb(source, *, min_side: int | None = None) -> Image.Image:
                 image.draft("RGB", (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
-        image = ImageOps.exif_transpose(image)
+        # exif_transpose copies the whole image even when there is nothing to do; only call it when needed
+        if image.getexif().get(_ORIENTATION, 1) in _TRANSPOSED:
+            image = ImageOps.exif_transpose(image)
         return to_rgb(image)
 
 
