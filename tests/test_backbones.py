@@ -213,3 +213,47 @@ def test_lukemelas_key_renaming_rejects_unknown_keys():
         builtin.lukemelas_to_timm({"_blocks.0._mystery.weight": None})
     renamed = builtin.lukemelas_to_timm({"_blocks.15._project_conv.weight": 1, "_fc.bias": 2, "_bn1.weight": 3})
     assert renamed == {"blocks.6.0.conv_pwl.weight": 1, "classifier.bias": 2, "bn2.weight": 3}
+
+
+# -- library prefixes, from their local caches (what an online user has after the first download) --------
+def _fake_hf_cache(root, repo_id: str, state: dict):
+    from safetensors.torch import save_file
+
+    folder = root / "hf" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = folder / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(snapshot / "model.safetensors"))
+
+
+def test_timm_prefix_and_lite0_use_the_hugging_face_cache(empty_caches, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(weights, "hf_hub_dir", lambda: empty_caches / "hf")
+    packaged = builtin.EFFICIENTNET_LITE0_FILE.packaged()
+    state = builtin.lukemelas_to_timm(torch.load(packaged, map_location="cpu", weights_only=True))
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    _fake_hf_cache(empty_caches, "timm/tf_efficientnet_lite0.in1k", state)
+
+    spec = backbones.get("timm:tf_efficientnet_lite0.in1k")
+    found = spec.locate_weights(allow_download=False)
+    assert found.origin == "local cache" and found.identity == "hf:timm/tf_efficientnet_lite0.in1k"
+    assert spec.preprocessing.mean == (0.5, 0.5, 0.5) and spec.num_classes == 1000
+    assert int(np.argmax(_classify("timm:tf_efficientnet_lite0.in1k", "coffee"))) == ESPRESSO
+    # the registered efficientnet_lite0 also prefers a cache hit over the package: another identity
+    lite = backbones.get("efficientnet_lite0")
+    assert lite.locate_weights(allow_download=False).identity == "hf:timm/tf_efficientnet_lite0.in1k"
+    assert int(np.argmax(_classify("efficientnet_lite0", "coffee"))) == ESPRESSO
+
+
+def test_torchvision_prefix_uses_the_torch_cache(empty_caches):
+    cache = empty_caches / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    shutil.copyfile(builtin.MOBILENET_V2_FILE.packaged(), cache / "mobilenet_v2-b0353104.pth")
+    assert backbones.get("torchvision:mobilenet_v2").name == "torchvision:mobilenet_v2.IMAGENET1K_V2"  # DEFAULT
+    spec = backbones.get("torchvision:mobilenet_v2.IMAGENET1K_V1")
+    assert spec.locate_weights(allow_download=False).origin == "local cache"
+    logits = _classify("torchvision:mobilenet_v2.IMAGENET1K_V1", "chelsea")
+    assert int(np.argmax(logits)) in CAT_CLASSES
+    assert np.allclose(logits, _classify("mobilenet_v2", "chelsea"), atol=1e-4)  # same network, same weights

@@ -269,3 +269,11 @@ def test_int8_is_a_separate_cache_calibrated_on_the_workspace(tmp_path, syntheti
     assert a.fingerprint == fp32.fingerprint and b.fingerprint == int8.fingerprint
     assert cosine_rows(np.asarray(a.vectors)[a.rows(b.ids)], b.vectors).min() > 0.98
     assert ws.extract("tiny_test", precision="int8", progress=False).computed == 0
+
+
+def test_empty_workspace_extracts_nothing_and_says_to_ingest(tmp_path):
+    ws = pixelmine.open_workspace(tmp_path / "empty")
+    result = ws.extract("tiny_test", progress=False)
+    assert (result.images, result.computed) == (0, 0)
+    with pytest.raises(NotFittedError, match=r"0 usable images .* pixelmine ingest PATH"):
+        pixelmine.extract("tiny_test", workspace=ws.root, progress=False)

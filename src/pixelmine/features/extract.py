@@ -99,7 +99,13 @@ class ExtractResult:
 
     def features(self) -> FeatureSet:
         """The cached vectors of this backbone (all images extracted so far), memory-mapped."""
-        return FeatureStore(self.workspace, self.backbone, self.fingerprint).load()
+        store = FeatureStore(self.workspace, self.backbone, self.fingerprint)
+        if not store.has_features():
+            from ..errors import NotFittedError
+
+            raise NotFittedError(f"no {self.backbone} features in workspace {self.workspace!r}: it has {self.images} "
+                                 f"usable images ({self.failed} failed to decode); add images with: pixelmine ingest PATH")
+        return store.load()
 
     def to_dict(self) -> dict:
         return {**asdict(self), "images_per_s": round(self.images_per_s, 1)}
