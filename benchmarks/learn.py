@@ -138,7 +138,8 @@ def run_probes(dataset: str, ws, backbones, heads, retrain: bool, split: dict) -
 
 def run_finetune(dataset: str, ws, backbone: str, retrain: bool, split: dict, finetune: dict, name: str) -> dict:
     ws.extract(backbone, progress=True)  # cached features: splits' near-duplicate groups and OOF probabilities
-    model = train_or_load(ws, name, retrain, head="finetune", backbone=backbone, split=split, finetune=finetune)
+    model = train_or_load(ws, name, retrain, head="finetune", backbone=backbone, split=split, finetune=finetune,
+                          on_epoch=lambda record: print(f"  {record}", file=sys.stderr, flush=True))
     row = _row(dataset, model, None, {"finetune": finetune, "history": model.info.get("history")})
     print(_line(row), file=sys.stderr)
     return row

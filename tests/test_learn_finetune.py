@@ -102,7 +102,7 @@ def test_probe_initialisation_reproduces_the_logistic_probe(n_classes):
     net = FinetuneNet(torch.nn.Identity(), 6, n_classes, dropout=0.0).eval()
     train, val = np.arange(90), np.arange(90, 120)
     chosen = probe_initialise(net, X, labels, train, val, TrainConfig(search_budget_s=5))
-    probe = LogisticProbe(**chosen["params"]).fit(X[train], labels[train])
+    probe = LogisticProbe(standardize=False, **chosen["params"]).fit(X[train], labels[train])
     with torch.no_grad():
         logits, _ = net(torch.as_tensor(X))
     np.testing.assert_allclose(torch.softmax(logits.double(), 1).numpy(), probe.predict_proba(X), atol=1e-5)

@@ -5,7 +5,7 @@ of the training images (``probe_init``; "LP-FT", Kumar et al. 2022: fine-tuning 
 the pretrained features less than from a random one), then ``frozen_epochs`` of augmented images train only
 the top, the backbone running without gradients and with fixed batch-norm statistics. Phase 2
 (``epochs``): the top ``unfreeze_blocks`` backbone blocks learn too, at ``backbone_lr`` (lower than the top's
-``lr``, so pretrained features are adjusted, not erased).
+``lr``, so pretrained features are adjusted, not erased). Gradients are clipped to norm 5.
 Both phases: AdamW, a cosine learning-rate schedule per phase, label smoothing, augmentation of the
 training images. Early stopping on the validation loss (phase 2) with ``patience``; the weights of the
 epoch with the lowest validation loss are kept.
@@ -38,6 +38,7 @@ from .novelty import NoveltyScorer
 from .search import stratified_subsample
 
 log = logging.getLogger(__name__)
+MAX_GRAD_NORM = 5.0  # gradient clipping: one odd batch cannot throw the pretrained weights far
 
 
 def resolve_device(name: str) -> str:
@@ -214,6 +215,8 @@ class _Trainer:
                 loss = self.loss_fn(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], MAX_GRAD_NORM)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -239,23 +242,25 @@ class _Trainer:
 
 def probe_initialise(net, X: np.ndarray, labels: np.ndarray, train: np.ndarray, val: np.ndarray,
                      config: TrainConfig) -> dict:
-    """Set ``net.classifier`` to a logistic regression fitted on cached features (C chosen on val)."""
+    """Set ``net.classifier`` to a logistic regression fitted on cached features (C chosen on val).
+
+    The probe is fitted on the raw features, not standardised ones: folding a standardisation into the
+    linear layer divides by per-feature spreads, and features that barely vary get weights in the hundreds,
+    which turn the small feature shifts of augmentation and training into huge logits (measured on the demo:
+    largest weight 272 standardised, 0.34 raw, same accuracy).
+    """
     from .heads import SEARCH_SPACES, LogisticProbe
     from .search import search
 
-    estimator = LogisticProbe(class_weight=config.class_weight, standardize=config.standardize,
-                              random_state=config.seed)
+    estimator = LogisticProbe(class_weight=config.class_weight, standardize=False, random_state=config.seed)
     found = search(estimator, SEARCH_SPACES["logreg"], X[train], labels[train], X[val], labels[val],
                    budget_s=min(config.search_budget_s, 30.0), max_samples=config.search_max_samples,
                    seed=config.seed)
     probe = estimator.set_params(**found.best_params).fit(X[train], labels[train])
-    scaler, logistic = probe.model_[0], probe.model_[-1]
+    logistic = probe.model_[-1]
     weight, bias = logistic.coef_.astype(np.float64), logistic.intercept_.astype(np.float64)
     if weight.shape[0] == 1:  # binary: sklearn keeps one row (the positive class)
         weight, bias = np.vstack([-weight / 2, weight / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    if scaler != "passthrough":  # fold the standardisation into the linear layer
-        weight = weight / scaler.scale_
-        bias = bias - weight @ scaler.mean_
     with torch.no_grad():
         net.classifier.weight.copy_(torch.as_tensor(weight, dtype=net.classifier.weight.dtype))
         net.classifier.bias.copy_(torch.as_tensor(bias, dtype=net.classifier.bias.dtype))
