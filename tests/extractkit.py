@@ -79,3 +79,12 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+class CrashingPath(str):
+    """A path whose unpickling kills the process: stands in for a decoder that segfaults in a worker."""
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (3,))

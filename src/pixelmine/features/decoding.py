@@ -82,14 +82,17 @@ class Decoder:
     """
 
     def __init__(self, tasks: Sequence[tuple[str, str]], crop: CropSpec, *, workers: int, chunk_size: int,
-                 ahead: int | None = None, timeout_s: float = 30.0):
+                 ahead: int | None = None, timeout_s: float = 30.0, grace_s: float = 5.0):
         self.tasks = list(tasks)
         self.crop = crop
         self.workers = workers
         self.chunk_size = max(1, chunk_size)
         self.ahead = ahead or max(2, 2 * max(workers, 1) + 1)
         self.timeout_s = timeout_s  # per file: a chunk may take timeout_s * its length before it is a hang
+        self.grace_s = grace_s  # plus this, once per chunk (worker start-up, a busy machine)
         self._pool: Executor | None = None
+        self._chunks: deque = deque()
+        self._in_flight: deque = deque()
 
     def _new_pool(self) -> Executor:
         if self.workers == 0:
@@ -116,11 +119,25 @@ class Decoder:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def abort(self) -> None:
+        """Stop at once: kill the workers without waiting for decodes in progress."""
+        self._kill_pool()
+
+    def start(self) -> "Decoder":
+        """Start the workers and the first decodes now, e.g. while the network is still loading."""
+        if self._pool is None:
+            self._chunks = deque(self.tasks[i:i + self.chunk_size] for i in range(0, len(self.tasks), self.chunk_size))
+            self._in_flight = deque()
+            self._pool = self._new_pool()
+            while self._chunks and len(self._in_flight) < self.ahead:
+                tasks = self._chunks.popleft()
+                self._in_flight.append((self._pool.submit(decode_chunk, tasks, self.crop), tasks))
+        return self
+
     def __iter__(self) -> Iterator[DecodedChunk]:
-        chunks = deque(self.tasks[i:i + self.chunk_size] for i in range(0, len(self.tasks), self.chunk_size))
-        in_flight: deque = deque()
+        self.start()
+        chunks, in_flight = self._chunks, self._in_flight
         isolate: deque = deque()  # single files to re-decode alone after a crash or a hang
-        self._pool = self._new_pool()
         finished = False
         delivered = False  # has the current pool ever returned a result?
         try:
@@ -135,7 +152,7 @@ class Decoder:
                     continue
                 future, tasks = in_flight.popleft()
                 try:
-                    decoded = future.result(timeout=self.timeout_s * len(tasks) + 5.0)
+                    decoded = future.result(timeout=self.timeout_s * len(tasks) + self.grace_s)
                 except BrokenProcessPool:
                     if not delivered:
                         # Workers die before doing anything when they cannot start at all, typically a

@@ -233,16 +233,21 @@ def _make_runner(store: FeatureStore, spec, config: ExtractConfig, threads: int,
 def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, todo, result: ExtractResult,
          report) -> None:
     threads = config.threads or available_cores()
-    setup_started = time.perf_counter()
-    runner = _make_runner(store, spec, config, threads, todo)
-    result.setup_s = time.perf_counter() - setup_started
-    result.backend = runner.describe()
     workers = config.workers
     if workers is None:
         workers = 0 if len(todo) < SMALL_JOB else max(1, available_cores() - 1)
     pre = spec.preprocessing
     decoder = Decoder(todo, CropSpec(pre.input_size, pre.resize, pre.interpolation), workers=workers,
                       chunk_size=config.batch_size)
+    setup_started = time.perf_counter()
+    try:
+        decoder.start()  # workers start and decode the first batches while the network loads
+        runner = _make_runner(store, spec, config, threads, todo)
+    except BaseException:
+        decoder.abort()
+        raise
+    result.setup_s = time.perf_counter() - setup_started
+    result.backend = runner.describe()
     timings = {"inference": 0.0, "decode_wait": 0.0, "write": 0.0}
     pending: dict[str, list] = {"ids": [], "vectors": [], "tag_indices": [], "tag_probs": []}
     errors: list[tuple[str, str, str]] = []
