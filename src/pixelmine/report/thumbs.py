@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import base64
-import io
 import logging
-import warnings
 
 log = logging.getLogger(__name__)
 
 SIDE = 112  # longest side of an embedded thumbnail, pixels (shown at up to 112 CSS px)
-QUALITY = 72  # JPEG quality: ~3-5 KB per thumbnail
 
 
 def data_uri(path: str | None, side: int = SIDE) -> str | None:
     """A ``data:image/jpeg;base64,...`` URI of the image at ``path``, or None when it cannot be read."""
     if not path:
         return None
-    from PIL import Image, ImageOps
+    from ..thumbnails import make_thumbnail
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                if image.format == "JPEG":
-                    image.draft("RGB", (side, side))
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)
-                image = ImageOps.exif_transpose(image)
-                image.thumbnail((side, side), Image.Resampling.BILINEAR)
-                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                    rgba = image.convert("RGBA")
-                    flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                    flat.paste(rgba, mask=rgba.getchannel("A"))
-                    image = flat
-                elif image.mode not in ("RGB", "L"):
-                    image = image.convert("RGB")
-                out = io.BytesIO()
-                image.save(out, "JPEG", quality=QUALITY)
+        jpeg = make_thumbnail(path, side)
     except Exception as exc:  # any decoder failure: the report shows a placeholder instead
         log.info("no thumbnail for %s: %s", path, exc)
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 class Thumbnails:
