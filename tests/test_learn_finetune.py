@@ -106,3 +106,21 @@ def test_probe_initialisation_reproduces_the_logistic_probe(n_classes):
     with torch.no_grad():
         logits, _ = net(torch.as_tensor(X))
     np.testing.assert_allclose(torch.softmax(logits.double(), 1).numpy(), probe.predict_proba(X), atol=1e-5)
+
+
+def test_exact_augmentation_only_moves_pixels():
+    from pixelmine.learn.config import FinetuneConfig
+    from pixelmine.learn.network import augmentation
+
+    config = FinetuneConfig(crop_scale=None, hflip=True, vflip=True, rot90=True, rotation=0.0, color_jitter=0.0)
+    augment = augmentation(config, 32, "bilinear")
+    assert not augment.resizes
+    chw = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(20):
+        out = augment(chw)
+        assert out.shape == chw.shape
+        assert torch.equal(out.flatten().sort().values, chw.flatten().sort().values)  # a permutation of pixels
+        seen.add(out.numpy().tobytes())
+    assert len(seen) > 4  # and it does move them

@@ -64,11 +64,15 @@ class FinetuneConfig:
     label_smoothing: float = 0.1
     patience: int = 3  # early stopping: epochs without a lower validation loss before stopping
     dropout: float = 0.2  # before the new linear top
+    freeze_batchnorm: bool = True  # batch-norm layers keep their pretrained statistics (their scale and shift
+    # still learn in unfrozen blocks): small batches give noisy statistics that shift every feature
     # augmentation (training images only)
-    crop_scale: tuple[float, float] = (0.6, 1.0)  # random resized crop: fraction of the image area kept
+    crop_scale: tuple[float, float] | None = (0.6, 1.0)  # random resized crop: fraction of the area kept;
+    # None: no crop and no resampling beyond the input resize (fine texture, small defects)
     hflip: bool = True
     vflip: bool = False  # also flip vertically (right for textures, satellite or microscope images)
-    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation]
+    rot90: bool = False  # also rotate by random multiples of 90 degrees (exact, no interpolation)
+    rotation: float = 10.0  # degrees, uniform in [-rotation, rotation] (interpolates: 0 for fine texture)
     color_jitter: float = 0.2  # brightness / contrast / saturation jitter strength
     tta: bool = True  # predict as the mean over the image and its flips
     max_train_images: int | None = None  # subsample the train split (stratified) to bound training time
@@ -86,7 +90,7 @@ class FinetuneConfig:
             raise InputError(f"finetune.batch_size must be >= 1; got {self.batch_size!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"finetune.device must be auto, cpu or cuda; got {self.device!r}")
-        low, high = self.crop_scale
+        low, high = self.crop_scale if self.crop_scale is not None else (1.0, 1.0)
         if not 0 < low <= high <= 1:
             raise InputError("finetune.crop_scale must be (low, high) with 0 < low <= high <= 1; "
                              f"got {self.crop_scale!r}")
@@ -207,7 +211,7 @@ def _build(cls, data: dict, prefix: str):
             value = _build(FinetuneConfig, value, "finetune.")
         elif key in ("exclude_classes",) and value is not None:
             value = tuple(value)
-        elif key == "crop_scale":
+        elif key == "crop_scale" and value is not None:
             value = tuple(value)
         values[key] = value
     try:

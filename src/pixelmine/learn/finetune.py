@@ -199,7 +199,7 @@ class _Trainer:
         generator = torch.Generator().manual_seed(seed)
         loader = _loader(self.train_ds, self.ft.batch_size, num_workers=self.ft.num_workers, shuffle=True,
                          generator=generator)
-        train_mode(self.net)
+        train_mode(self.net, freeze_batchnorm=self.ft.freeze_batchnorm)
         if self._phase(epoch) == "frozen":
             self.net.backbone.eval()
         total_loss, correct, seen = 0.0, 0, 0

@@ -106,12 +106,13 @@ def set_trainable(net: FinetuneNet, unfreeze_blocks: int) -> list[nn.Parameter]:
     return unfrozen
 
 
-def train_mode(net: FinetuneNet) -> None:
-    """Training mode for the trainable parts only: a frozen block's batch-norm keeps its statistics."""
+def train_mode(net: FinetuneNet, *, freeze_batchnorm: bool = True) -> None:
+    """Training mode for the trainable parts only: batch-norm keeps its pretrained statistics in frozen blocks
+    (and everywhere when ``freeze_batchnorm``)."""
     net.train()
     for module in net.backbone.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+            if freeze_batchnorm or not any(p.requires_grad for p in module.parameters(recurse=False)):
                 module.eval()
 
 
@@ -145,8 +146,12 @@ class ImageDataset(torch.utils.data.Dataset):
                 pixels = torch.from_numpy(np.array(eval_pixels(self.paths[index], input_size=size, resize=self.resize,
                                                                crop=self.crop, interpolation=self.interpolation)))
             else:
-                image = open_rgb(self.paths[index], min_side=size)
-                chw = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+                if self.augment.resizes:  # the random resized crop works on the decoded image
+                    image = np.asarray(open_rgb(self.paths[index], min_side=size), dtype=np.uint8)
+                else:  # exact augmentation of the evaluation input: no further resampling
+                    image = eval_pixels(self.paths[index], input_size=size, resize=self.resize, crop=self.crop,
+                                        interpolation=self.interpolation)
+                chw = torch.from_numpy(np.array(image)).permute(2, 0, 1)
                 pixels = self.augment(chw).permute(1, 2, 0).contiguous()
             ok = True
         except Exception:  # noqa: BLE001 - any decoder failure costs this image only
@@ -154,22 +159,46 @@ class ImageDataset(torch.utils.data.Dataset):
         return pixels, int(self.targets[index]), ok
 
 
-def augmentation(config, input_size: int, interpolation: str):
-    """Random resized crop, flips, small rotations, colour jitter (torchvision.transforms.v2 on uint8)."""
-    from torchvision.transforms import InterpolationMode, v2
+class _RandomRot90(torch.nn.Module):
+    """Rotate a CHW tensor by 0, 90, 180 or 270 degrees (exact pixel moves)."""
 
-    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
-    steps = [v2.RandomResizedCrop(input_size, scale=tuple(config.crop_scale), interpolation=mode, antialias=True)]
-    if config.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if config.vflip:
-        steps.append(v2.RandomVerticalFlip())
-    if config.rotation:
-        steps.append(v2.RandomRotation(config.rotation, interpolation=InterpolationMode.BILINEAR))
-    if config.color_jitter:
-        j = config.color_jitter
-        steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
-    return v2.Compose(steps)
+    def forward(self, chw: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(chw, int(torch.randint(0, 4, ())), dims=(1, 2))
+
+
+class Augmentation:
+    """Random resized crop (optional), flips, 90-degree turns, small rotations, colour jitter on uint8 CHW
+    (torchvision.transforms.v2). ``resizes`` tells the dataset whether to hand over the decoded image (the
+    crop resizes it) or the evaluation input (no crop: the input keeps its exact pixels)."""
+
+    def __init__(self, config, input_size: int, interpolation: str):
+        from torchvision.transforms import InterpolationMode, v2
+
+        mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+        steps = []
+        self.resizes = config.crop_scale is not None
+        if self.resizes:
+            steps.append(v2.RandomResizedCrop(input_size, scale=tuple(config.crop_scale), interpolation=mode,
+                                              antialias=True))
+        if config.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if config.vflip:
+            steps.append(v2.RandomVerticalFlip())
+        if config.rot90:
+            steps.append(_RandomRot90())
+        if config.rotation:
+            steps.append(v2.RandomRotation(config.rotation, interpolation=InterpolationMode.BILINEAR))
+        if config.color_jitter:
+            j = config.color_jitter
+            steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, chw: torch.Tensor) -> torch.Tensor:
+        return self.transform(chw)
+
+
+def augmentation(config, input_size: int, interpolation: str) -> Augmentation:
+    return Augmentation(config, input_size, interpolation)
 
 
 def tta_views(pixels: torch.Tensor, vflip: bool) -> list[torch.Tensor]:
