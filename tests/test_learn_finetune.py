@@ -112,7 +112,7 @@ def test_exact_augmentation_only_moves_pixels():
     from pixelmine.learn.config import FinetuneConfig
     from pixelmine.learn.network import augmentation
 
-    config = FinetuneConfig(crop_scale=None, hflip=True, vflip=True, rot90=True, rotation=0.0, color_jitter=0.0)
+    config = FinetuneConfig(crop_scale=None, hflip=True, vflip=True, turns=4, rotation=0.0, color_jitter=0.0)
     augment = augmentation(config, 32, "bilinear")
     assert not augment.resizes
     chw = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
@@ -124,3 +124,14 @@ def test_exact_augmentation_only_moves_pixels():
         assert torch.equal(out.flatten().sort().values, chw.flatten().sort().values)  # a permutation of pixels
         seen.add(out.numpy().tobytes())
     assert len(seen) > 4  # and it does move them
+
+
+def test_half_turns_keep_a_diagonal_orientation():
+    from pixelmine.learn.config import FinetuneConfig
+    from pixelmine.learn.network import augmentation
+
+    config = FinetuneConfig(crop_scale=None, hflip=False, vflip=False, turns=2, rotation=0.0, color_jitter=0.0)
+    augment = augmentation(config, 8, "bilinear")
+    chw = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8).repeat(3, 1, 1)
+    outputs = {augment(chw).numpy().tobytes() for _ in range(20)}
+    assert outputs == {chw.numpy().tobytes(), torch.rot90(chw, 2, dims=(1, 2)).numpy().tobytes()}

@@ -71,7 +71,8 @@ class FinetuneConfig:
     # None: no crop and no resampling beyond the input resize (fine texture, small defects)
     hflip: bool = True
     vflip: bool = False  # also flip vertically (right for textures, satellite or microscope images)
-    rot90: bool = False  # also rotate by random multiples of 90 degrees (exact, no interpolation)
+    turns: int = 0  # random exact rotations: 0 none, 2 half turns (0/180 degrees: keeps a diagonal texture's
+    # orientation), 4 quarter turns (0/90/180/270: for images without any orientation)
     rotation: float = 10.0  # degrees, uniform in [-rotation, rotation] (interpolates: 0 for fine texture)
     color_jitter: float = 0.2  # brightness / contrast / saturation jitter strength
     tta: bool = True  # predict as the mean over the image and its flips
@@ -88,6 +89,8 @@ class FinetuneConfig:
             raise InputError("fine-tuning needs at least one epoch: set finetune.frozen_epochs or finetune.epochs >= 1")
         if self.batch_size < 1:
             raise InputError(f"finetune.batch_size must be >= 1; got {self.batch_size!r}")
+        if self.turns not in (0, 2, 4):
+            raise InputError(f"finetune.turns must be 0 (none), 2 (half turns) or 4 (quarter turns); got {self.turns!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"finetune.device must be auto, cpu or cuda; got {self.device!r}")
         low, high = self.crop_scale if self.crop_scale is not None else (1.0, 1.0)

@@ -159,15 +159,19 @@ class ImageDataset(torch.utils.data.Dataset):
         return pixels, int(self.targets[index]), ok
 
 
-class _RandomRot90(torch.nn.Module):
-    """Rotate a CHW tensor by 0, 90, 180 or 270 degrees (exact pixel moves)."""
+class _RandomTurns(torch.nn.Module):
+    """Rotate a CHW tensor by a random multiple of 360 / ``turns`` degrees (exact pixel moves)."""
+
+    def __init__(self, turns: int):
+        super().__init__()
+        self.step = 4 // turns  # in quarter turns
 
     def forward(self, chw: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(chw, int(torch.randint(0, 4, ())), dims=(1, 2))
+        return torch.rot90(chw, self.step * int(torch.randint(0, 4 // self.step, ())), dims=(1, 2))
 
 
 class Augmentation:
-    """Random resized crop (optional), flips, 90-degree turns, small rotations, colour jitter on uint8 CHW
+    """Random resized crop (optional), flips, exact turns, small rotations, colour jitter on uint8 CHW
     (torchvision.transforms.v2). ``resizes`` tells the dataset whether to hand over the decoded image (the
     crop resizes it) or the evaluation input (no crop: the input keeps its exact pixels)."""
 
@@ -184,8 +188,8 @@ class Augmentation:
             steps.append(v2.RandomHorizontalFlip())
         if config.vflip:
             steps.append(v2.RandomVerticalFlip())
-        if config.rot90:
-            steps.append(_RandomRot90())
+        if config.turns:
+            steps.append(_RandomTurns(config.turns))
         if config.rotation:
             steps.append(v2.RandomRotation(config.rotation, interpolation=InterpolationMode.BILINEAR))
         if config.color_jitter:
