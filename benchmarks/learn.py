@@ -205,7 +205,7 @@ def main() -> None:
                 # 0.61 in a first try). Batch-norm statistics frozen; the top starts from the probe (LP-FT).
                 finetune = {"crop": False, "crop_scale": None, "hflip": False, "turns": 2, "rotation": 0.0,
                             "color_jitter": 0.1, "probe_init": True, "frozen_epochs": 0, "epochs": 6,
-                            "unfreeze_blocks": 4, "lr": 3e-4, "backbone_lr": 1e-4, "patience": 2}
+                            "unfreeze_blocks": 4, "lr": 1e-4, "backbone_lr": 3e-5, "patience": 2}
                 row = run_finetune(dataset, ws, "full:mobilenet_v2@250", args.retrain, split, finetune,
                                    "finetune-full-mobilenet_v2-250")
             else:

@@ -63,7 +63,10 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     patience: int = 3  # early stopping: epochs without a lower validation loss before stopping
-    dropout: float = 0.2  # before the new linear top
+    dropout: float = 0.0  # before the new linear top; 0 by default: dropout noise on a probe-initialised top
+    # cost 10 points of training accuracy at the start on the demo (0.875 -> 0.77)
+    warmup_epochs: float = 0.5  # linear learning-rate warm-up at the start of each phase: Adam's first steps
+    # move every weight by about the full learning rate, whatever its gradient
     freeze_batchnorm: bool = True  # batch-norm layers keep their pretrained statistics (their scale and shift
     # still learn in unfrozen blocks): small batches give noisy statistics that shift every feature
     # augmentation (training images only)
@@ -87,6 +90,9 @@ class FinetuneConfig:
                 raise InputError(f"finetune.{name} must be >= 0; got {getattr(self, name)!r}")
         if self.frozen_epochs + self.epochs < 1:
             raise InputError("fine-tuning needs at least one epoch: set finetune.frozen_epochs or finetune.epochs >= 1")
+        if self.warmup_epochs < 0 or not 0 <= self.dropout < 1:
+            raise InputError(f"finetune.warmup_epochs must be >= 0 and finetune.dropout in [0, 1); got "
+                             f"{self.warmup_epochs!r}, {self.dropout!r}")
         if self.batch_size < 1:
             raise InputError(f"finetune.batch_size must be >= 1; got {self.batch_size!r}")
         if self.turns not in (0, 2, 4):

@@ -6,7 +6,8 @@ the pretrained features less than from a random one), then ``frozen_epochs`` of 
 the top, the backbone running without gradients and with fixed batch-norm statistics. Phase 2
 (``epochs``): the top ``unfreeze_blocks`` backbone blocks learn too, at ``backbone_lr`` (lower than the top's
 ``lr``, so pretrained features are adjusted, not erased). Gradients are clipped to norm 5.
-Both phases: AdamW, a cosine learning-rate schedule per phase, label smoothing, augmentation of the
+Both phases: AdamW, a linear warm-up and a cosine learning-rate schedule per phase, label smoothing,
+augmentation of the
 training images. Early stopping on the validation loss (phase 2) with ``patience``; the weights of the
 epoch with the lowest validation loss are kept.
 
@@ -124,8 +125,14 @@ class _Trainer:
         optimizer = torch.optim.AdamW(groups, weight_decay=self.ft.weight_decay)
         epochs = self.ft.frozen_epochs if phase == "frozen" else self.ft.epochs
         total = max(1, epochs * self.steps_per_epoch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)))
+        warmup = int(round(self.ft.warmup_epochs * self.steps_per_epoch))
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine from 1 to 0.01
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return optimizer, scheduler
 
     def _checkpoint_path(self, epoch: int) -> Path:

@@ -195,10 +195,10 @@ class Augmentation:
         if config.color_jitter:
             j = config.color_jitter
             steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
-        self.transform = v2.Compose(steps)
+        self.transform = v2.Compose(steps) if steps else None
 
     def __call__(self, chw: torch.Tensor) -> torch.Tensor:
-        return self.transform(chw)
+        return chw if self.transform is None else self.transform(chw)
 
 
 def augmentation(config, input_size: int, interpolation: str) -> Augmentation:
