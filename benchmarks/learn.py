@@ -98,7 +98,7 @@ def workspace_for(name: str, workdir: Path):
 
 
 # -- runs ---------------------------------------------------------------------------------------------------
-def _row(dataset: str, model, started: float | None, extra: dict | None = None) -> dict:
+def _row(dataset: str, model, extra: dict | None = None) -> dict:
     test = model.metrics["test"]
     timings = model.metrics["timings"]
     return {
@@ -119,7 +119,9 @@ def train_or_load(ws, name: str, retrain: bool, **options):
             return ws.model(name)
         except pixelmine.NotFittedError:
             pass
-    return ws.train(name=name, progress=True, **options)
+    # A fine-tuning interrupted by a previous run continues from its last epoch checkpoint (bit-identical).
+    resume = options.get("head") == "finetune" and not retrain
+    return ws.train(name=name, progress=True, resume=resume, **options)
 
 
 def run_probes(dataset: str, ws, backbones, heads, retrain: bool, split: dict) -> list[dict]:
@@ -131,7 +133,7 @@ def run_probes(dataset: str, ws, backbones, heads, retrain: bool, split: dict) -
         for head in heads:
             name = f"{head}-{backbone}".replace(":", "-").replace("@", "-")
             model = train_or_load(ws, name, retrain, head=head, backbone=backbone, split=split)
-            rows.append(_row(dataset, model, None))
+            rows.append(_row(dataset, model))
             print(_line(rows[-1]), file=sys.stderr)
     return rows
 
@@ -140,7 +142,10 @@ def run_finetune(dataset: str, ws, backbone: str, retrain: bool, split: dict, fi
     ws.extract(backbone, progress=True)  # cached features: splits' near-duplicate groups and OOF probabilities
     model = train_or_load(ws, name, retrain, head="finetune", backbone=backbone, split=split, finetune=finetune,
                           on_epoch=lambda record: print(f"  {record}", file=sys.stderr, flush=True))
-    row = _row(dataset, model, None, {"finetune": finetune, "history": model.info.get("history")})
+    history = model.info.get("history") or []
+    row = _row(dataset, model, {"finetune": finetune, "history": history})
+    if history:  # a resumed run's own timer saw only its last epochs; the history holds every epoch's time
+        row["train_s"] = round(sum(record.get("seconds", 0.0) for record in history), 1)
     print(_line(row), file=sys.stderr)
     return row
 

@@ -135,3 +135,27 @@ def test_half_turns_keep_a_diagonal_orientation():
     chw = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8).repeat(3, 1, 1)
     outputs = {augment(chw).numpy().tobytes() for _ in range(20)}
     assert outputs == {chw.numpy().tobytes(), torch.rot90(chw, 2, dims=(1, 2)).numpy().tobytes()}
+
+
+def test_test_time_views_are_the_moves_training_used():
+    from pixelmine.learn.config import FinetuneConfig
+    from pixelmine.learn.network import tta_moves, tta_views
+
+    diagonal = FinetuneConfig(crop_scale=None, hflip=False, vflip=False, turns=2)
+    assert tta_moves(diagonal) == ["rot180"]  # no mirror image of a diagonal weave
+    assert tta_moves(FinetuneConfig(hflip=True, vflip=True, turns=4)) == ["hflip", "vflip", "rot180", "rot90",
+                                                                           "rot270"]
+    assert tta_moves(FinetuneConfig(hflip=True, tta=False)) == []
+    nhwc = torch.arange(2 * 4 * 4 * 3, dtype=torch.float32).reshape(2, 4, 4, 3)
+    plain, half = tta_views(nhwc, ["rot180"])
+    assert torch.equal(plain, nhwc)
+    assert torch.equal(half[:, 0, 0], nhwc[:, 3, 3]) and torch.equal(half[:, 1, 2], nhwc[:, 2, 1])
+    views = tta_views(nhwc, ["hflip", "vflip", "rot90", "rot270"])
+    assert len(views) == 5
+    assert torch.equal(views[1][:, 0, 0], nhwc[:, 0, 3]) and torch.equal(views[2][:, 0, 0], nhwc[:, 3, 0])
+    assert torch.equal(torch.rot90(views[3], 1, dims=(1, 2)), nhwc.flip(1, 2))  # 90 + 90 = 180
+    assert torch.equal(torch.rot90(views[4], 1, dims=(1, 2)), nhwc)  # 270 + 90 = 360
+    wide = torch.zeros(1, 4, 6, 3)
+    assert len(tta_views(wide, ["rot90", "rot180"])) == 2  # quarter turns need a square input
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        tta_views(nhwc, ["twirl"])

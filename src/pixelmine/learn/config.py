@@ -78,7 +78,7 @@ class FinetuneConfig:
     # orientation), 4 quarter turns (0/90/180/270: for images without any orientation)
     rotation: float = 10.0  # degrees, uniform in [-rotation, rotation] (interpolates: 0 for fine texture)
     color_jitter: float = 0.2  # brightness / contrast / saturation jitter strength
-    tta: bool = True  # predict as the mean over the image and its flips
+    tta: bool = True  # predict as the mean over the image and the exact moves training used (flips, turns)
     max_train_images: int | None = None  # subsample the train split (stratified) to bound training time
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda
     mixed_precision: bool = True  # fp16 autocast on CUDA only; never on CPU (no bf16 hardware assumed)

@@ -34,7 +34,7 @@ from ..progress import resolve_progress
 from . import artifacts
 from .config import TrainConfig
 from .metrics import evaluate
-from .network import ImageDataset, augmentation, build_network, set_trainable, train_mode, tta_views
+from .network import ImageDataset, augmentation, build_network, set_trainable, train_mode, tta_moves, tta_views
 from .novelty import NoveltyScorer
 from .search import stratified_subsample
 
@@ -72,13 +72,14 @@ def _loader(dataset, batch_size: int, *, num_workers: int = 0, shuffle: bool = F
 
 
 @torch.no_grad()
-def predict_loader(net, loader, *, device: str, tta: bool, vflip: bool, amp: bool = False):
-    """(probs (N, K), features (N, D), ok (N,) bool) over a loader of (pixels, target, ok)."""
+def predict_loader(net, loader, *, device: str, moves=(), amp: bool = False):
+    """(probs (N, K), features (N, D), ok (N,) bool) over a loader of (pixels, target, ok); ``moves``: the
+    test-time augmentations whose probabilities are averaged with the plain image's."""
     net.eval()
     probs, feats, oks = [], [], []
     for pixels, _, ok in loader:
         pixels = pixels.to(device)
-        views = tta_views(pixels, vflip) if tta else [pixels]
+        views = tta_views(pixels, moves)
         total = None
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
             for k, view in enumerate(views):
@@ -238,7 +239,7 @@ class _Trainer:
         if len(self.val_ds) == 0:
             return None, None
         loader = _loader(self.val_ds, self.ft.batch_size, num_workers=self.ft.num_workers)
-        probs, _, ok = predict_loader(self.net, loader, device=self.device, tta=False, vflip=False, amp=self.amp)
+        probs, _, ok = predict_loader(self.net, loader, device=self.device, amp=self.amp)
         targets = np.asarray(self.val_ds.targets)[ok]
         probs = probs[ok]
         if len(targets) == 0:
@@ -325,7 +326,7 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     amp = device == "cuda" and ft.mixed_precision
     t0 = time.perf_counter()
     test_loader = _loader(_dataset(paths[test], targets[test], spec), ft.batch_size, num_workers=ft.num_workers)
-    probs, _, ok = predict_loader(net, test_loader, device=device, tta=ft.tta, vflip=ft.vflip, amp=amp)
+    probs, _, ok = predict_loader(net, test_loader, device=device, moves=tta_moves(ft), amp=amp)
     if not ok.all():
         notes.append(f"{int((~ok).sum())} test images could not be decoded and are left out of the test metrics")
     test_eval = evaluate(split.labels[test][ok], probs[ok], classes, ids=[split.ids[i] for i in test[ok]],
@@ -335,7 +336,7 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     reference = train[stratified_subsample(split.labels[train], 2000, config.seed)]
     ref_loader = _loader(_dataset(paths[reference], targets[reference], spec), ft.batch_size,
                          num_workers=ft.num_workers)
-    _, ref_features, ref_ok = predict_loader(net, ref_loader, device=device, tta=False, vflip=False, amp=amp)
+    _, ref_features, ref_ok = predict_loader(net, ref_loader, device=device, amp=amp)
     novelty = NoveltyScorer(quantile=config.novelty_quantile, random_state=config.seed).fit(ref_features[ref_ok])
     # Out-of-fold probabilities: k fine-tunings would cost k times the training; a logistic probe on the
     # pretrained backbone's cached features gives every labelled image an honest held-out probability.
@@ -344,7 +345,7 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     _atomic_torch_save(net_cpu.state_dict(), directory / "weights.pt")
     artifacts.atomic_joblib(directory / "novelty.joblib", novelty)
     artifacts.atomic_write_json(directory / "history.json", state)
-    network_info = {**spec, "dropout": ft.dropout, "tta": ft.tta, "vflip": ft.vflip}
+    network_info = {**spec, "dropout": ft.dropout, "tta_moves": tta_moves(ft)}
     return TrainOutcome(
         kind="finetune", head_params={"frozen_epochs": ft.frozen_epochs, "epochs": ft.epochs,
                                       "unfreeze_blocks": ft.unfreeze_blocks, "lr": ft.lr,
@@ -370,6 +371,13 @@ def load_network(model):
     return model._network
 
 
+def _saved_moves(info: dict) -> list[str]:
+    if "tta_moves" in info:
+        return list(info["tta_moves"])
+    # models saved before tta_moves: the plain image and its horizontal (and vertical) flip when tta was on
+    return (["hflip"] + (["vflip"] if info.get("vflip") else [])) if info.get("tta") else []
+
+
 def network_predict_files(model, files: list[str], *, progress=False, batch_size: int = 32):
     """(probs, novelty, ok rows, {row: error}) of image files through a fine-tuned model."""
     net, novelty = load_network(model)
@@ -381,7 +389,7 @@ def network_predict_files(model, files: list[str], *, progress=False, batch_size
     try:
         done = 0
         for pixels, targets, ok in _loader(dataset, batch_size):
-            p, f, o = predict_loader(net, [(pixels, targets, ok)], device="cpu", tta=info["tta"], vflip=info["vflip"])
+            p, f, o = predict_loader(net, [(pixels, targets, ok)], device="cpu", moves=_saved_moves(info))
             probs_all.append(p)
             feats_all.append(f)
             ok_all.append(o)

@@ -205,9 +205,39 @@ def augmentation(config, input_size: int, interpolation: str) -> Augmentation:
     return Augmentation(config, input_size, interpolation)
 
 
-def tta_views(pixels: torch.Tensor, vflip: bool) -> list[torch.Tensor]:
-    """The image and its horizontal (and, when training used them, vertical) flips; NHWC."""
-    views = [pixels, pixels.flip(2)]
-    if vflip:
-        views.append(pixels.flip(1))
+TTA_MOVES = ("hflip", "vflip", "rot90", "rot180", "rot270")
+
+
+def tta_moves(config) -> list[str]:
+    """The exact pixel moves training augmented with: test-time augmentation averages over these only (a
+    flip that training never showed, e.g. on a diagonal weave, is a different image to the network)."""
+    if not config.tta:
+        return []
+    moves = []
+    if config.hflip:
+        moves.append("hflip")
+    if config.vflip:
+        moves.append("vflip")
+    if config.turns >= 2:
+        moves.append("rot180")
+    if config.turns == 4:
+        moves += ["rot90", "rot270"]
+    return moves
+
+
+def tta_views(pixels: torch.Tensor, moves) -> list[torch.Tensor]:
+    """The image (NHWC) and its views under ``moves`` (names from TTA_MOVES); quarter turns only when square."""
+    views = [pixels]
+    square = pixels.shape[1] == pixels.shape[2]
+    for move in moves:
+        if move == "hflip":
+            views.append(pixels.flip(2))
+        elif move == "vflip":
+            views.append(pixels.flip(1))
+        elif move == "rot180":
+            views.append(pixels.flip(1, 2))
+        elif move in ("rot90", "rot270") and square:
+            views.append(torch.rot90(pixels, 1 if move == "rot90" else 3, dims=(1, 2)))
+        elif move not in TTA_MOVES:
+            raise ValueError(f"unknown test-time augmentation {move!r}; expected one of {', '.join(TTA_MOVES)}")
     return views
