@@ -104,6 +104,10 @@ def test_search_is_time_boxed_and_skips_without_val():
     X, y = _blobs(50, 2, 5, separation=3.0)
     result = search(LogisticProbe(), SEARCH_SPACES["logreg"], X, y, X[::5], y[::5], budget_s=0.0)
     assert len(result.trials) == 1  # the first candidate always runs
+    note = result.cut_short_note()
+    assert f"tried 1 of {len(SEARCH_SPACES['logreg'])} settings" in note and "--search-budget" in note
+    complete = search(LogisticProbe(), SEARCH_SPACES["logreg"][:2], X, y, X[::5], y[::5], budget_s=60)
+    assert complete.cut_short_note() is None
     skipped = search(LogisticProbe(), SEARCH_SPACES["logreg"], X, y, X[:0], y[:0], budget_s=10)
     assert skipped.best_params == {} and "val split has 0 images" in skipped.skipped
 

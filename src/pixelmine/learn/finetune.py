@@ -272,7 +272,8 @@ def probe_initialise(net, X: np.ndarray, labels: np.ndarray, train: np.ndarray, 
     with torch.no_grad():
         net.classifier.weight.copy_(torch.as_tensor(weight, dtype=net.classifier.weight.dtype))
         net.classifier.bias.copy_(torch.as_tensor(bias, dtype=net.classifier.bias.dtype))
-    return {"params": found.best_params, "trials": found.trials}
+    return {"params": found.best_params, "trials": found.trials,
+            "note": found.cut_short_note("the probe initialisation's search for C")}
 
 
 def _fmt(value) -> str:
@@ -311,6 +312,8 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     initialised = None
     if ft.probe_init and not (resume and any((directory / "checkpoints").glob("epoch-*.pt"))):
         initialised = probe_initialise(net, X, split.labels, all_train, val, config)  # features: all of train
+        if initialised["note"]:
+            notes.append(initialised["note"])
     augment = augmentation(ft, spec["input_size"], spec["interpolation"])
     train_ds = _dataset(paths[train], targets[train], spec, augment)
     val_ds = _dataset(paths[val], targets[val], spec)

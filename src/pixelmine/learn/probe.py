@@ -64,7 +64,7 @@ def fit_probe(X: np.ndarray, split: SplitResult, config: TrainConfig, *, oof_pro
     result = search(estimator, SEARCH_SPACES[config.head], X[train], y[train], X[val], y[val],
                     budget_s=config.search_budget_s, max_samples=config.search_max_samples, seed=config.seed)
     timings["search_s"] = round(time.perf_counter() - t0, 3)
-    notes = [result.skipped] if result.skipped else []
+    notes = [note for note in (result.skipped, result.cut_short_note("the hyper-parameter search")) if note]
     fit_rows = np.concatenate([train, val]) if config.refit_on_val else train
     t0 = time.perf_counter()
     head = clone(estimator).set_params(**result.best_params).fit(X[fit_rows], y[fit_rows])

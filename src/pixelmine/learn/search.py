@@ -23,9 +23,22 @@ class SearchResult:
     best_params: dict
     trials: list[dict] = field(default_factory=list)  # params, val_balanced_accuracy, val_log_loss, fit_s
     skipped: str | None = None  # why no search ran (e.g. no validation images)
+    n_candidates: int = 0  # how many settings were on the list (``len(trials)`` of them were tried)
+    budget_s: float | None = None
 
     def to_dict(self) -> dict:
-        return {"best_params": self.best_params, "trials": self.trials, "skipped": self.skipped}
+        return {"best_params": self.best_params, "trials": self.trials, "skipped": self.skipped,
+                "n_candidates": self.n_candidates, "budget_s": self.budget_s}
+
+    def cut_short_note(self, what: str = "the search") -> str | None:
+        """Why the choice may differ on another machine: the time box stopped the search early."""
+        if self.skipped or len(self.trials) >= self.n_candidates:
+            return None
+        tried = ", ".join(str(t["params"]) for t in self.trials)
+        return (f"{what} tried {len(self.trials)} of {self.n_candidates} settings ({tried}) within its "
+                f"{self.budget_s:.0f} s budget: how many fit in depends on the machine's speed and load, so the "
+                "chosen setting can differ between runs; raise the budget (--search-budget) for a complete, "
+                "reproducible search")
 
 
 def stratified_subsample(y: np.ndarray, max_samples: int, seed: int) -> np.ndarray:
@@ -73,4 +86,4 @@ def search(estimator, candidates: list[dict], X_train, y_train, X_val, y_val, *,
         })
     best = max(trials, key=lambda t: (round(t["val_balanced_accuracy"], 6),
                                        -(t["val_log_loss"] if t["val_log_loss"] is not None else np.inf)))
-    return SearchResult(dict(best["params"]), trials)
+    return SearchResult(dict(best["params"]), trials, n_candidates=len(candidates), budget_s=budget_s)
