@@ -126,3 +126,20 @@ def test_novelty_separates_far_images_from_training_like_ones():
     assert np.median(scorer.novelty(near)) < 1.0
     assert (scorer.novelty(far) > 1.0).all()
     assert clone(scorer).get_params()["n_components"] == 8
+
+
+def test_out_of_fold_probabilities_do_not_depend_on_parallel_folds():
+    from pixelmine.learn.oof import out_of_fold_probabilities
+
+    X, y = _blobs(40, 3, 8, separation=1.5)
+    y[:2] = "rare"  # too rare for the SVM's calibration in some folds: the fallback runs in a worker too
+    calls = []
+    serial = out_of_fold_probabilities(LinearSVMProbe(), X, y, n_splits=3, n_jobs=1)
+    parallel = out_of_fold_probabilities(LinearSVMProbe(), X, y, n_splits=3, n_jobs=2,
+                                         progress=lambda done, total: calls.append((done, total)))
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    np.testing.assert_array_equal(serial[1], parallel[1])
+    assert serial[2] == parallel[2] and any("used logistic regression" in note for note in serial[2])
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert sorted(set(serial[1].tolist())) == [0, 1, 2]
+    np.testing.assert_allclose(serial[0].sum(axis=1), 1.0)

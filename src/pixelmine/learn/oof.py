@@ -8,6 +8,7 @@ image in the training fold cannot vouch for its label.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import numpy as np
@@ -19,13 +20,21 @@ from .heads import LogisticProbe
 log = logging.getLogger(__name__)
 
 
+# Below this many feature values a fold fits in well under a second: worker processes would cost more.
+PARALLEL_MIN_VALUES = 20_000_000
+
+
 def out_of_fold_probabilities(estimator, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None, *,
-                              n_splits: int = 5, seed: int = 0,
-                              progress=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+                              n_splits: int = 5, seed: int = 0, progress=None,
+                              n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(probs (N, K) in ``np.unique(y)`` column order, fold number per row, notes).
 
     A fold whose training part is too small for ``estimator`` (e.g. the SVM's calibration needs two images
     of every class) falls back to logistic regression for that fold; ``notes`` says so.
+
+    ``n_jobs``: folds fitted at once in worker processes. None: one per core when ``X`` is large (a linear
+    SVM fits on one core, so on 60,000 images this halves the wall time on two cores), else 1. The result
+    does not depend on it.
     """
     y = np.asarray(y)
     classes = np.unique(y)
@@ -39,16 +48,36 @@ def out_of_fold_probabilities(estimator, X: np.ndarray, y: np.ndarray, groups: n
         # "The least populated class in y has only n members": expected for rare classes, handled below.
         warnings.filterwarnings("ignore", message=".*least populated class.*")
         split_list = list(splitter.split(X, y, groups))
-    for fold, (train, test) in enumerate(split_list):
-        model = clone(estimator)
-        try:
-            model.fit(X[train], y[train])
-        except ValueError as exc:
-            notes.append(f"fold {fold}: {type(estimator).__name__} could not fit ({exc}); used logistic regression")
-            model = LogisticProbe(random_state=seed).fit(X[train], y[train])
-        columns = np.searchsorted(classes, model.classes_)
-        probs[np.ix_(test, columns)] = model.predict_proba(X[test])
+    if n_jobs is None:
+        n_jobs = (os.cpu_count() or 1) if np.asarray(X).size >= PARALLEL_MIN_VALUES else 1
+    n_jobs = max(1, min(int(n_jobs), len(split_list)))
+    if n_jobs == 1:
+        results = (_fit_fold(estimator, X, y, train, test, fold, seed)
+                   for fold, (train, test) in enumerate(split_list))
+    else:
+        from joblib import Parallel, delayed
+
+        # Large arrays reach the workers memory-mapped, not copied; results come back in fold order.
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_fold)(estimator, X, y, train, test, fold, seed) for fold, (train, test) in enumerate(split_list))
+    for done, (fold, model_classes, fold_probs, note) in enumerate(results, start=1):
+        test = split_list[fold][1]
+        probs[np.ix_(test, np.searchsorted(classes, model_classes))] = fold_probs
         folds[test] = fold
+        if note:
+            notes.append(note)
         if progress is not None:
-            progress(fold + 1, len(split_list))
+            progress(done, len(split_list))
     return probs, folds, notes
+
+
+def _fit_fold(estimator, X, y, train, test, fold: int, seed: int):
+    """(fold, the fold model's classes, its probabilities of the held-out rows, a note or None)."""
+    model = clone(estimator)
+    note = None
+    try:
+        model.fit(X[train], y[train])
+    except ValueError as exc:
+        note = f"fold {fold}: {type(estimator).__name__} could not fit ({exc}); used logistic regression"
+        model = LogisticProbe(random_state=seed).fit(X[train], y[train])
+    return fold, model.classes_, model.predict_proba(X[test]), note
