@@ -161,11 +161,17 @@ def _line(row: dict) -> str:
             f"macro-F1 {_ci(row['macro_f1'], row['macro_f1_ci'])}  train {row['train_s']:.0f} s")
 
 
+def _finetune_label(row: dict) -> str:
+    settings = row.get("finetune") or {}
+    images = min(row["n_train"], settings.get("max_train_images") or row["n_train"])
+    return f"fine-tune ({images:,} train images, {len(row.get('history') or [])} epochs)"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| data set | backbone | head | n test | accuracy [95 % CI] | macro-F1 [95 % CI] | training time |",
              "|---|---|---|---:|---|---|---:|"]
     for r in rows:
-        head = r["head"] if r["kind"] == "probe" else f"fine-tune ({r.get('label', 'full')})"
+        head = r["head"] if r["kind"] == "probe" else _finetune_label(r)
         lines.append(f"| {r['dataset']} | {r['backbone']} | {head} | {r['n_test']} | "
                      f"{_ci(r['accuracy'], r['accuracy_ci'])} | {_ci(r['macro_f1'], r['macro_f1_ci'])} | "
                      f"{r['train_s']:.0f} s |")
