@@ -60,7 +60,8 @@ def out_of_fold_probabilities(estimator, X: np.ndarray, y: np.ndarray, groups: n
 
         # Large arrays reach the workers memory-mapped, not copied; results come back in fold order.
         results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_fold)(estimator, X, y, train, test, fold, seed) for fold, (train, test) in enumerate(split_list))
+            delayed(_fit_fold)(estimator, X, y, train, test, fold, seed)
+            for fold, (train, test) in enumerate(split_list))
     for done, (fold, model_classes, fold_probs, note) in enumerate(results, start=1):
         test = split_list[fold][1]
         probs[np.ix_(test, np.searchsorted(classes, model_classes))] = fold_probs
