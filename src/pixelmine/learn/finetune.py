@@ -261,8 +261,10 @@ def probe_initialise(net, X: np.ndarray, labels: np.ndarray, train: np.ndarray, 
     from .search import search
 
     estimator = LogisticProbe(class_weight=config.class_weight, standardize=False, random_state=config.seed)
+    # Half the search budget (30 s by default): a starting point needs less care than a final head, and
+    # --search-budget still governs it, so raising it makes this search complete too.
     found = search(estimator, SEARCH_SPACES["logreg"], X[train], labels[train], X[val], labels[val],
-                   budget_s=min(config.search_budget_s, 30.0), max_samples=config.search_max_samples,
+                   budget_s=config.search_budget_s / 2, max_samples=config.search_max_samples,
                    seed=config.seed)
     probe = estimator.set_params(**found.best_params).fit(X[train], labels[train])
     logistic = probe.model_[-1]
