@@ -37,7 +37,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle-boot"]
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
-# The demo's 250 px textile photos also with the whole frame at its own size (pixelmine.learn.resolution):
+# The demo's 250 px textile photos also with the whole frame at its own size (full:NAME@SIZE, pixelmine.backbones.full_frame):
 # the standard 256-resize + 224-crop cuts off the border and resamples the fine texture.
 DEMO_FULL_FRAME = ("full:mobilenet_v2@250", "full:efficientnet_lite0@250")
 HEADS = ("logreg", "svm", "knn")

@@ -3,7 +3,6 @@
 import pytest
 from learnkit import labelled_workspace
 
-import pixelmine.learn  # noqa: F401  # registers the full: prefix
 from pixelmine import backbones
 from pixelmine.errors import InputError
 from pixelmine.imaging.decode import load_pixels

@@ -19,6 +19,7 @@ from .errors import (
     WorkspaceError,
 )
 from .workspace import Workspace, open_workspace
+from .defaults import DEFAULT_BACKBONE
 
 
 def ingest(sources=None, *, workspace=None, manifest=None, progress="auto", **options):
@@ -31,7 +32,7 @@ def _workspace(workspace) -> Workspace:
     return workspace if isinstance(workspace, Workspace) else open_workspace(workspace)
 
 
-def extract(backbone: str = "mobilenet_v2", *, workspace=None, progress="auto", **options):
+def extract(backbone: str = DEFAULT_BACKBONE, *, workspace=None, progress="auto", **options):
     """Compute (or reuse) the features of every ingested image; returns the FeatureSet:
     ``.ids`` (image ids) and ``.vectors`` (N x D float32, memory-mapped). See ``Workspace.extract``."""
     return _workspace(workspace).extract(backbone, progress=progress, **options).features()

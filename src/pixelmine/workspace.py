@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import InputError, WorkspaceError
+from .defaults import DEFAULT_BACKBONE
 
 DEFAULT_WORKSPACE = "pixelmine-workspace"
 ENV_VAR = "PIXELMINE_WORKSPACE"
@@ -93,7 +94,7 @@ class Workspace:
         return self.catalog.images(status=status, label=label)
 
     # -- stage 2: features (pixelmine.backbones, pixelmine.features) ----------------------------------
-    def extract(self, backbone: str = "mobilenet_v2", *, config=None, progress="auto", **options):
+    def extract(self, backbone: str = DEFAULT_BACKBONE, *, config=None, progress="auto", **options):
         """Compute and cache the features (and top-5 ImageNet tags) of every ok image the cache lacks.
 
         Options are the fields of :class:`pixelmine.features.ExtractConfig`: ``backend`` ("onnx" or
@@ -106,7 +107,7 @@ class Workspace:
             options["backbone"] = backbone
         return extract(self.catalog, self.root, config, progress=progress, **options)
 
-    def features(self, backbone: str = "mobilenet_v2", *, precision: str = "fp32"):
+    def features(self, backbone: str = DEFAULT_BACKBONE, *, precision: str = "fp32"):
         """Cached feature vectors of ``backbone`` as a :class:`pixelmine.features.FeatureSet`.
 
         Looks up the cache of the backbone's current fingerprint (weights + preprocessing + precision);
@@ -148,7 +149,7 @@ class Workspace:
         raise NotFittedError(f"no {name} features in workspace {str(self.root)!r} yet; "
                              f"run: pixelmine extract --backbone {name}")
 
-    def tags(self, backbone: str = "mobilenet_v2", *, min_prob: float = 0.0) -> dict[str, list[tuple[str, float]]]:
+    def tags(self, backbone: str = DEFAULT_BACKBONE, *, min_prob: float = 0.0) -> dict[str, list[tuple[str, float]]]:
         """Each image's top-5 ImageNet tags ``[(label, probability), ...]``, best first, by image id."""
         from .backbones import get as get_backbone
         from .features.tags import tags_by_image
@@ -162,7 +163,7 @@ class Workspace:
         return extraction_errors(self.catalog, backbone)
 
     # -- stage 3: learn (splits, training, evaluation, prediction; pixelmine.learn) -----------------------
-    def split(self, *, backbone: str = "mobilenet_v2", exclude_classes=(), **split_options):
+    def split(self, *, backbone: str = DEFAULT_BACKBONE, exclude_classes=(), **split_options):
         """Split the labelled images into train/val/test (stored in the catalog) and return the
         :class:`~pixelmine.learn.data.SplitResult`. Options are fields of
         :class:`~pixelmine.learn.SplitConfig` (``train=0.8, val=0.1, test=0.1, seed=1, column="split"``);
@@ -219,7 +220,7 @@ class Workspace:
         return self.catalog.runs(kind, limit)
 
     # -- stage 5a: discover (duplicates, outliers, label issues, quality, classes; pixelmine.discover.run) ----
-    def discover(self, *, only=None, backbone: str = "mobilenet_v2", model: str | None = None, workers: int = 2,
+    def discover(self, *, only=None, backbone: str = DEFAULT_BACKBONE, model: str | None = None, workers: int = 2,
                  progress="auto"):
         """Run the finders (all, or ``only`` finder names / finding kinds) as one recorded run; returns a
         :class:`~pixelmine.discover.run.DiscoverResult` (run id, counts per kind, summary). Needs features:
@@ -232,7 +233,6 @@ class Workspace:
                  limit: int | None = None) -> list:
         """Findings of the latest discover run that has ``kind`` (or of ``run_id``), worst (lowest score) first."""
         from .discover import KINDS, load_findings
-        from .discover import run as _finders  # noqa: F401  (registers every finder's kinds)
 
         if kind is not None and kind not in KINDS:
             stored = {row[0] for row in self.catalog.query("SELECT DISTINCT kind FROM findings")}
@@ -242,7 +242,7 @@ class Workspace:
 
     # -- stage 5b: explore (clusters, 2-D map, association rules, similarity search, report) ---------------
     # pixelmine.discover.explore, pixelmine.search, pixelmine.report
-    def discover_clusters(self, *, backbone: str = "mobilenet_v2", map_method: str = "umap", **options):
+    def discover_clusters(self, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "umap", **options):
         """Cluster the images in feature space (automatic number of clusters), store ``cluster`` findings,
         ``reports/clusters.json`` and the 2-D map ``index/map2d.npz``. Options are fields of
         :class:`pixelmine.discover.clusters.ClusterConfig` (``method="hdbscan"``, ``k_max=30``, ...).
@@ -267,7 +267,7 @@ class Workspace:
 
         return load_map(self)
 
-    def rules(self, *, backbone: str = "mobilenet_v2", model: str | None = None, refresh: bool = True,
+    def rules(self, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, refresh: bool = True,
               **options) -> dict:
         """Association rules over labels, predictions, tags, clusters, findings and metadata (FP-growth).
         ``refresh=False`` returns the stored ``reports/rules.json`` without mining again. Options are fields
@@ -281,14 +281,14 @@ class Workspace:
         run_rules(self, backbone=backbone, model=model, **options)
         return load_rules(self)
 
-    def similar(self, image: str, k: int = 10, *, backbone: str = "mobilenet_v2"):
+    def similar(self, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE):
         """The ``k`` images most similar to ``image`` (an image id or unique prefix, a catalogued path, or a
         new image file), most similar first: a list of :class:`pixelmine.search.Neighbour`."""
         from .search import similar
 
         return similar(self, image, k, backbone=backbone)[1]
 
-    def report(self, output=None, *, backbone: str = "mobilenet_v2", model: str | None = None) -> "Path":
+    def report(self, output=None, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""
         from .report import write_report
 

@@ -1,15 +1,14 @@
-"""The backbones pixelmine ships: mobilenet_v2 (default), efficientnet_lite0, tiny_test; plus the
-``timm:`` and ``torchvision:`` prefixes (see library.py).
+"""The backbones pixelmine ships: mobilenet_v2 (default), efficientnet_lite0, tiny_test.
 
-Builders import torch lazily; this module itself only declares specs.
+:data:`BUILTIN_BACKBONES` is the table the registry starts from (registry.py); nothing here registers
+anything as a side effect. Builders import torch lazily; this module itself only declares specs.
 """
 
 from __future__ import annotations
 
 import functools
 
-from .library import timm_backbone, torchvision_backbone
-from .registry import Backbone, Preprocessing, register, register_prefix
+from .spec import Backbone, Preprocessing
 from .weights import CheckpointFile, HubModel, RandomInit, ResolvedWeights
 
 
@@ -48,13 +47,13 @@ def _build_mobilenet_v2(spec: Backbone, weights: ResolvedWeights):
     return SplitClassifier(model)
 
 
-register(Backbone(
+MOBILENET_V2 = Backbone(
     name="mobilenet_v2",
     description="MobileNetV2, ImageNet-1k (torchvision IMAGENET1K_V1, 71.9% top-1); fast on CPUs",
     builder=_build_mobilenet_v2, weights=(MOBILENET_V2_FILE,),
     preprocessing=Preprocessing(input_size=224, resize=256, interpolation="bilinear"),
     feature_dim=1280, num_classes=1000, labels=imagenet_labels, source="torchvision", params_m=3.5,
-))
+)
 
 
 # -- efficientnet_lite0 ---------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def _build_efficientnet_lite0(spec: Backbone, weights: ResolvedWeights):
     return TimmFeatures(model, with_logits=True)
 
 
-register(Backbone(
+EFFICIENTNET_LITE0 = Backbone(
     name="efficientnet_lite0",
     description="EfficientNet-Lite0, ImageNet-1k (Google's checkpoint, 75.1% top-1), timm tf_efficientnet_lite0",
     builder=_build_efficientnet_lite0,
@@ -120,7 +119,7 @@ register(Backbone(
     preprocessing=Preprocessing(input_size=224, resize=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                                 interpolation="bicubic"),
     feature_dim=1280, num_classes=1000, labels=imagenet_labels, source="timm", params_m=4.7,
-))
+)
 
 
 # -- tiny_test ------------------------------------------------------------------------------------
@@ -138,13 +137,14 @@ def _build_tiny(spec: Backbone, weights: ResolvedWeights):
             super().__init__()
             self.body = nn.Sequential(
                 nn.Conv2d(3, 8, 5, stride=4, padding=2), nn.ReLU(),
-                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
             self.head = nn.Linear(16, TINY_CLASSES)
+            self.has_map = True
 
         def forward(self, x):
-            features = self.body(x)
-            return features, self.head(features)
+            feature_map = self.body(x)
+            features = feature_map.mean(dim=(2, 3))
+            return feature_map, features, self.head(features)
 
     seed = int(weights.identity.rpartition("=")[2])
     with torch.random.fork_rng(devices=[]):
@@ -152,14 +152,13 @@ def _build_tiny(spec: Backbone, weights: ResolvedWeights):
         return TinyNet()
 
 
-register(Backbone(
+TINY_TEST = Backbone(
     name="tiny_test",
     description="a tiny randomly initialised CNN (seed 0), for tests and smoke runs; its features mean nothing",
     builder=_build_tiny, weights=(RandomInit(seed=0),),
     preprocessing=Preprocessing(input_size=64, resize=72, interpolation="bilinear"),
     feature_dim=16, num_classes=TINY_CLASSES, labels=lambda: [f"tiny_class_{i}" for i in range(TINY_CLASSES)],
     source="test", params_m=0.002,
-))
+)
 
-register_prefix("timm", timm_backbone)
-register_prefix("torchvision", torchvision_backbone)
+BUILTIN_BACKBONES = (MOBILENET_V2, EFFICIENTNET_LITE0, TINY_TEST)

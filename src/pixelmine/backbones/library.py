@@ -12,7 +12,7 @@ import re
 from pathlib import PurePosixPath
 
 from ..errors import InputError, MissingDependencyError
-from .registry import Backbone, Preprocessing
+from .spec import Backbone, Preprocessing
 from .weights import CheckpointFile, HubModel, ResolvedWeights
 
 _log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _interpolation(name: str, model: str) -> str:
 
 
 # -- timm -----------------------------------------------------------------------------------------
-def timm_backbone(model_name: str) -> Backbone:
+def timm_backbone(model_name: str, **_context) -> Backbone:
     """``timm:convnext_tiny.fb_in22k`` -> a Backbone with timm's pretrained config and weights."""
     try:
         import timm
@@ -87,7 +87,7 @@ def _url_checkpoint(url: str, layout: str) -> CheckpointFile:
 
 
 # -- torchvision ----------------------------------------------------------------------------------
-def torchvision_backbone(model_name: str) -> Backbone:
+def torchvision_backbone(model_name: str, **_context) -> Backbone:
     """``torchvision:resnet50`` (default weights) or ``torchvision:resnet50.IMAGENET1K_V1``."""
     try:
         import torchvision.models as tvm
@@ -126,9 +126,9 @@ def _build_torchvision(spec: Backbone, weights: ResolvedWeights):
     import torch
     import torchvision.models as tvm
 
-    from .model import SplitClassifier
+    from .model import SplitClassifier, verify_split
 
     arch = spec.name.partition(":")[2].partition(".")[0]
     model = tvm.get_model(arch, weights=None)
     model.load_state_dict(torch.load(weights.path, map_location="cpu", weights_only=True), strict=True)
-    return SplitClassifier(model)
+    return verify_split(SplitClassifier(model).eval(), spec.preprocessing.input_size)

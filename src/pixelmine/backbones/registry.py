@@ -1,156 +1,97 @@
-"""The backbone registry: a plain dict from name to :class:`Backbone`.
+"""The backbone registry: a plain dict from name to :class:`~.spec.Backbone`, plus name prefixes.
 
-A backbone is its weights plus its preprocessing plus its identity. ``register`` refuses a duplicate
-name; ``get``/``create`` list the valid names when they miss. Names with a ``timm:`` or
-``torchvision:`` prefix are built on demand from those libraries (weights resolved their normal way).
+It starts from two explicit tables, so a name resolves the same in any process whatever was imported
+before: :data:`~.builtin.BUILTIN_BACKBONES` (mobilenet_v2, efficientnet_lite0, tiny_test) and
+:data:`PREFIXES`, the families built on demand from the rest of the name:
 
-Specs are light (no torch import); :func:`create` builds the network.
+    timm:NAME            any pretrained timm model (weights the timm way; online)
+    torchvision:NAME     any pretrained torchvision model
+    full:NAME@SIZE       backbone NAME fed the whole image at SIZE px, no centre crop (full_frame.py)
+    model:NAME           the network of fine-tuned model NAME of a workspace (finetuned.py; needs ``root``)
+
+``register`` refuses a duplicate name; ``get``/``create`` raise :class:`~pixelmine.errors.InputError`
+listing the valid names when they miss. Specs are light (no torch import); :func:`create` builds the network.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import json
+import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 
 from ..errors import InputError
-from .weights import ResolvedWeights, WeightSource, locate, resolve
+from .builtin import BUILTIN_BACKBONES
+from .finetuned import finetuned_backbone
+from .full_frame import full_frame
+from .library import timm_backbone, torchvision_backbone
+from .spec import Backbone
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+PrefixFactory = Callable[..., Backbone]  # factory(rest_of_name, *, lookup, root) -> Backbone
 
-# Version of pixelmine's decode + resize code (imaging/decode.py). Bump it when that code changes the
-# pixels a network sees: every cached feature is then recomputed instead of silently mixed.
-DECODE_VERSION = 1
-PRECISIONS = ("fp32", "int8")
+PREFIXES: dict[str, PrefixFactory] = {
+    "timm": timm_backbone,
+    "torchvision": torchvision_backbone,
+    "full": full_frame,
+    "model": finetuned_backbone,
+}
 
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How pixels are prepared for a backbone: resize the shorter side, centre-crop, normalise."""
-
-    input_size: int = 224  # side of the square crop fed to the network, pixels
-    resize: int = 256  # shorter side after resizing, before the centre crop, pixels
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # per channel, on the 0..1 scale
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"  # "bilinear" or "bicubic" (antialiased, as torchvision/timm on PIL)
-
-    def __post_init__(self):
-        if self.interpolation not in ("bilinear", "bicubic"):
-            raise InputError(f"The 'interpolation' parameter of Preprocessing must be 'bilinear' or 'bicubic'. "
-                             f"Got {self.interpolation!r} instead.")
-        if not 0 < self.input_size <= self.resize:
-            raise InputError(f"Preprocessing needs 0 < input_size <= resize; got input_size={self.input_size}, "
-                             f"resize={self.resize}.")
-
-
-@dataclass(frozen=True)
-class Backbone:
-    """A registered feature extractor. ``builder(spec, weights)`` returns a torch module that maps a
-    normalised float batch (N, 3, H, W) to ``(features (N, D), logits (N, C) or None)``."""
-
-    name: str
-    description: str
-    builder: Callable = field(repr=False, compare=False)
-    weights: tuple[WeightSource, ...] = ()  # where its weights may come from, in order of preference
-    preprocessing: Preprocessing = Preprocessing()
-    feature_dim: int | None = None  # D; None when only known once built (library models)
-    num_classes: int = 0  # classes of its classifier head (1000 for ImageNet-1k); 0 = no head, no tags
-    labels: Callable[[], list[str]] | None = field(default=None, repr=False, compare=False)
-    source: str = ""  # "torchvision", "timm", "test"
-    params_m: float | None = None  # millions of parameters, for the listing
-
-    def label_names(self) -> list[str]:
-        """Names of the classifier's classes (ImageNet-1k for the pretrained backbones), or []."""
-        return list(self.labels()) if self.labels is not None else []
-
-    def locate_weights(self, *, allow_download: bool | None = None) -> ResolvedWeights:
-        """Which weights would be used (no download, no torch import)."""
-        return locate(self.weights, allow_download=allow_download, what=f"backbone {self.name!r}")
-
-    def resolve_weights(self, *, allow_download: bool | None = None) -> ResolvedWeights:
-        """Find the weights, downloading them when needed and allowed."""
-        return resolve(self.weights, allow_download=allow_download, what=f"backbone {self.name!r}")
-
-    def fingerprint(self, weights: ResolvedWeights | None = None, precision: str = "fp32") -> str:
-        """Hash of everything that determines the vectors: name, weights identity, preprocessing, decode
-        code version and numeric precision. Feature caches are keyed by it, so vectors never mix."""
-        if precision not in PRECISIONS:
-            raise InputError(f"The 'precision' parameter must be one of {', '.join(PRECISIONS)}. "
-                             f"Got {precision!r} instead.")
-        weights = weights or self.locate_weights()
-        payload = {"name": self.name, "weights": weights.identity, "preprocessing": asdict(self.preprocessing),
-                   "decode": DECODE_VERSION, "precision": precision}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-_REGISTRY: dict[str, Backbone] = {}
-_PREFIXES: dict[str, Callable[[str], Backbone]] = {}  # "timm" -> factory(model name) for on-demand names
+_REGISTRY: dict[str, Backbone] = {backbone.name: backbone for backbone in BUILTIN_BACKBONES}
 
 
 def register(backbone: Backbone) -> Backbone:
     """Add a backbone. Raises InputError when the name is taken (a registry never silently overwrites)."""
-    _ensure_builtins()
     if backbone.name in _REGISTRY:
         raise InputError(f"a backbone named {backbone.name!r} is already registered; choose another name "
                          f"(registered: {', '.join(sorted(_REGISTRY))})")
     if ":" in backbone.name:
-        raise InputError(f"backbone name {backbone.name!r} may not contain ':' (reserved for library prefixes "
-                         f"such as timm:NAME and torchvision:NAME)")
+        raise InputError(f"backbone name {backbone.name!r} may not contain ':' (reserved for the prefixes "
+                         f"{', '.join(p + ':' for p in sorted(PREFIXES))})")
     _REGISTRY[backbone.name] = backbone
     return backbone
 
 
 def unregister(name: str) -> None:
-    """Remove a backbone (for tests and plugins that register temporary backbones)."""
+    """Remove a backbone registered with :func:`register` (for tests and plugins with temporary backbones)."""
+    if any(name == backbone.name for backbone in BUILTIN_BACKBONES):
+        raise InputError(f"{name!r} is a built-in backbone and cannot be unregistered")
     _REGISTRY.pop(name, None)
 
 
-def register_prefix(prefix: str, factory: Callable[[str], Backbone]) -> None:
-    if prefix in _PREFIXES:
-        raise InputError(f"the backbone prefix {prefix!r} is already registered")
-    _PREFIXES[prefix] = factory
+def get(name: str, *, root: str | os.PathLike | None = None) -> Backbone:
+    """The spec of a backbone (nothing is built or loaded). Lists the valid names on a miss.
 
-
-def get(name: str) -> Backbone:
-    """The spec of a backbone (nothing is built or loaded). Lists the valid names on a miss."""
-    _ensure_builtins()
+    ``root`` is the workspace directory, needed only by ``model:NAME`` (a fine-tuned network of that
+    workspace)."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"a backbone name must be a non-empty string; got {name!r}")
     if name in _REGISTRY:
         return _REGISTRY[name]
-    prefix, _, model = name.partition(":")
-    if model and prefix in _PREFIXES:
-        return _PREFIXES[prefix](model)
+    prefix, _, rest = name.partition(":")
+    if rest and prefix in PREFIXES:
+        return PREFIXES[prefix](rest, lookup=lambda base: get(base, root=root), root=root)
     raise InputError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}, "
-                     f"or any {' / '.join(p + ':MODEL' for p in sorted(_PREFIXES))} (e.g. timm:convnext_tiny, "
-                     f"torchvision:resnet50); see: pixelmine backbones")
+                     f"or a prefixed name: timm:MODEL, torchvision:MODEL, full:NAME@SIZE, model:TRAINED_MODEL "
+                     f"(e.g. timm:convnext_tiny, full:mobilenet_v2@250); see: pixelmine backbones")
 
 
 def names(pattern: str | None = None) -> list[str]:
-    """Registered backbone names, optionally filtered by a glob (``list_backbones("eff*")``)."""
-    _ensure_builtins()
+    """Registered backbone names, optionally filtered by a glob (``names("eff*")``)."""
     found = sorted(_REGISTRY)
     return [n for n in found if fnmatch.fnmatchcase(n, pattern)] if pattern else found
 
 
-def create(name: str, *, allow_download: bool | None = None, device: str = "cpu"):
+def create(name: str, *, root: str | os.PathLike | None = None, allow_download: bool | None = None,
+           device: str = "cpu"):
     """Build backbone ``name`` with its weights: a :class:`pixelmine.backbones.model.FeatureModel`
-    (uint8 NHWC pixels in, features and logits out), in eval mode."""
+    (uint8 NHWC pixels in; features, logits and the feature map out), in eval mode."""
+    return build(get(name, root=root), allow_download=allow_download, device=device)
+
+
+def build(spec: Backbone, *, allow_download: bool | None = None, device: str = "cpu"):
+    """Build the network of ``spec`` (a spec from :func:`get`) with its resolved weights, in eval mode."""
     from .model import FeatureModel
 
-    spec = get(name)
     weights = spec.resolve_weights(allow_download=allow_download)
     network = spec.builder(spec, weights)
     model = FeatureModel(network, spec.preprocessing, spec=spec, weights=weights)
     return model.eval().to(device)
-
-
-_builtins_loaded = False
-
-
-def _ensure_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        from . import builtin  # noqa: F401  (registers mobilenet_v2, efficientnet_lite0, tiny_test, prefixes)

@@ -229,6 +229,25 @@ class RandomInit(WeightSource):
         return f"random-init seed={self.seed}"
 
 
+@dataclass(frozen=True)
+class LocalCheckpoint(WeightSource):
+    """A checkpoint file pixelmine wrote itself (a fine-tuned network), identified by its sha256."""
+
+    path: Path
+    sha256: str
+    layout: str = "pixelmine-finetune"
+
+    @property
+    def identity(self) -> str:  # type: ignore[override]
+        return f"{self.path.name} sha256:{self.sha256[:16]}"
+
+    def cached(self) -> Path | None:
+        return self.path if self.path.is_file() and sha256_of(self.path) == self.sha256 else None
+
+    def searched(self) -> list[str]:
+        return [str(self.path)]
+
+
 def locate(sources: tuple[WeightSource, ...], *, allow_download: bool | None = None,
            what: str = "the backbone") -> ResolvedWeights:
     """The weights that would be used, without downloading: a local hit, else the first downloadable source.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import common_options, table
+from ..defaults import DEFAULT_BACKBONE
 
 
 def render_discover(result) -> str:
@@ -39,7 +40,7 @@ def render_discover(result) -> str:
 @click.option("--only", multiple=True, metavar="KIND",
               help="Run only this finder (quality, duplicates, outliers, label_issues, classes) or the finder "
                    "of this finding kind (repeatable). Default: all.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Whose cached features to use.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Whose cached features to use.")
 @click.option("--model", help="Model whose out-of-fold probabilities find label errors (default: the latest; "
                               "computed here when there is none).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,

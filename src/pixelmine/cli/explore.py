@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from ..discover import explore as _explore  # noqa: F401  registers the 'clusters' finder, so `pixelmine discover` runs it
 from .common import common_options, table
+from ..defaults import DEFAULT_BACKBONE
 
 
 @click.command("clusters")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Features to cluster.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Features to cluster.")
 @click.option("--method", type=click.Choice(["kmeans", "hdbscan"]), default="kmeans", show_default=True,
               help="k-means with k chosen by silhouette, or HDBSCAN (density; leaves noise unassigned).")
 @click.option("--k-max", type=click.IntRange(min=2), default=20, show_default=True, help="Largest k tried (k-means).")
@@ -42,7 +42,7 @@ def clusters_command(ws, out, backbone, method, k_max, map_method, show):
 
 
 @click.command("rules")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Features whose ImageNet tags are items.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Features whose ImageNet tags are items.")
 @click.option("--model", help="Model whose out-of-fold predictions are items (default: the newest, if any).")
 @click.option("--min-support", type=click.FloatRange(0, 1, min_open=True), default=0.02, show_default=True,
               help="Share of images a rule must cover.")
@@ -74,7 +74,7 @@ def rules_command(ws, out, backbone, model, min_support, min_confidence, min_lif
 @click.command("similar")
 @click.argument("image")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours to list.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Features to search.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Features to search.")
 @common_options
 def similar_command(ws, out, image, k, backbone):
     """The images most similar to IMAGE: an image id (or a unique prefix), a catalogued path, or a new file.
@@ -93,7 +93,7 @@ def similar_command(ws, out, image, k, backbone):
 @click.command("report")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="HTML file to write "
               "(default: reports/report.html in the workspace).")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Features the findings came from.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Features the findings came from.")
 @click.option("--model", help="Model whose metrics are shown (default: the newest).")
 @common_options
 def report_command(ws, out, output, backbone, model):

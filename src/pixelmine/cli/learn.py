@@ -6,6 +6,7 @@ import click
 
 from ..learn.config import HEAD_NAMES, TrainConfig
 from .common import common_options, table
+from ..defaults import DEFAULT_BACKBONE
 
 
 def render_evaluation(evaluation, title: str) -> str:
@@ -26,7 +27,7 @@ def _epoch_printer(out):
               help="logreg / svm / knn: a head on cached features (seconds); "
                    "finetune: train the network itself (slow on a CPU).")
 @click.option("--name", help="Model name (folder under models/); default <head>-<backbone>.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True, help="Feature backbone / network to fine-tune.")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Feature backbone / network to fine-tune.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML or JSON file with TrainConfig settings (a [train] table); flags override it.")
 @click.option("--split-column", help="Metadata (manifest) column giving train/val/test per image.")
@@ -178,7 +179,7 @@ def models_command(ws, out):
 @click.option("--test", "test_fraction", type=click.FloatRange(0, 1), default=0.15, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--column", help="Metadata (manifest) column giving train/val/test per image.")
-@click.option("--backbone", default="mobilenet_v2", show_default=True,
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
               help="Cached features used to find near-duplicates.")
 @common_options
 def split_command(ws, out, train_fraction, val_fraction, test_fraction, seed, column, backbone):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .common import common_options
+from ..defaults import DEFAULT_BACKBONE
 
 
 @click.command("serve")
@@ -14,7 +15,7 @@ from .common import common_options
 @click.option("--token", envvar="PIXELMINE_TOKEN",
               help="Token that writing endpoints require (or set PIXELMINE_TOKEN). Default: a new random one, printed.")
 @click.option("--model", help="Model that answers /predict (default: the most recently trained).")
-@click.option("--backbone", default="mobilenet_v2", show_default=True,
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
               help="Backbone whose features /similar searches (the one you extracted).")
 @click.option("--max-batch", type=click.IntRange(1, 256), default=32, show_default=True,
               help="Images per model call when concurrent /predict requests are batched.")

@@ -1,6 +1,8 @@
 """Stage 5: findings about the collection. Finders are pure functions of arrays returning
-:class:`Finding` lists; :mod:`.findings` stores and exports them."""
+:class:`Finding` lists; :mod:`.finders` is the table of finders and finding kinds; :mod:`.findings` stores
+and exports them."""
 
-from .findings import KINDS, Finding, export_findings, load_findings, register_kind, store_findings
+from .finders import FINDERS, KINDS, Finder
+from .findings import Finding, export_findings, load_findings, store_findings
 
-__all__ = ["KINDS", "Finding", "export_findings", "load_findings", "register_kind", "store_findings"]
+__all__ = ["FINDERS", "KINDS", "Finder", "Finding", "export_findings", "load_findings", "store_findings"]

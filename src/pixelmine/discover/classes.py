@@ -20,17 +20,20 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .findings import Finding, register_kind
+from .findings import Finding
 from .neighbors import Neighbours
 
 RARE_RATIO = 0.2  # a class under 20 % of the largest class is rare (imbalance worse than 5 : 1)
 MIN_IMAGES = 10  # fewer images than this cannot train or evaluate a class reliably
 TOP_PAIRS = 5
 
-register_kind("rare_class", "its class has far fewer images than the largest class",
-              "collect more images of this class, or weight it in training (pixelmine train --class-weight balanced)")
-register_kind("class_overlap", "sits where two easily confused classes overlap in feature space",
-              "check the label; write down what tells the two classes apart, and collect clearer examples")
+KINDS = {  # kind -> (what it means, what to do)
+    "rare_class": ("its class has far fewer images than the largest class",
+                   "collect more images of this class, or weight it in training (pixelmine train --class-weight "
+                   "balanced)"),
+    "class_overlap": ("sits where two easily confused classes overlap in feature space",
+                      "check the label; write down what tells the two classes apart, and collect clearer examples"),
+}
 
 
 def class_counts(labels: Sequence[str | None]) -> dict[str, int]:

@@ -31,17 +31,18 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .findings import KINDS, Finding, register_kind
+from .findings import Finding
 
 log = logging.getLogger(__name__)
 
 KIND = "cluster"
 METHODS = ("kmeans", "hdbscan")
-if KIND not in KINDS:
-    register_kind(KIND, "the image's group in feature space; the score is the purity of that group (the share "
-                        "of its dominant label); flagged when the group has no dominant label",
-                  "look at flagged clusters: a group of images the labels do not explain is a candidate new "
-                  "category, a mixed class, or a labelling convention to make explicit")
+KINDS = {  # kind -> (what it means, what to do)
+    KIND: ("the image's group in feature space; the score is the purity of that group (the share of its dominant "
+           "label); flagged when the group has no dominant label",
+           "look at flagged clusters: a group of images the labels do not explain is a candidate new category, a "
+           "mixed class, or a labelling convention to make explicit"),
+}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .findings import Finding, register_kind
+from .findings import Finding
 from .neighbors import Neighbours
 
 NEAR_DUPLICATE_COSINE = 0.95  # feature cosine a copy must reach (benchmarks/discover.py)
@@ -33,10 +33,13 @@ PHASH_BITS = 8  # Hamming distance (of 64 bits) at or below which two pHashes ar
 VIEW_BITS = 8  # the same, between an image's hash and a mirrored/cropped view of another
 MAX_MEMBERS_LISTED = 20  # member ids written into each finding's details
 
-register_kind("exact_duplicate", "the same bytes are stored under more than one path",
-              "keep one path and delete the others; if their labels differ, decide which label is right")
-register_kind("near_duplicate", "a near-copy of another image (resized, re-encoded, cropped, flipped or re-lit)",
-              "keep the suggested keeper of the group and drop the rest; never let a group straddle train and test")
+KINDS = {  # kind -> (what it means, what to do); the finder table (finders.py) collects these
+    "exact_duplicate": ("the same bytes are stored under more than one path",
+                        "keep one path and delete the others; if their labels differ, decide which label is right"),
+    "near_duplicate": ("a near-copy of another image (resized, re-encoded, cropped, flipped or re-lit)",
+                       "keep the suggested keeper of the group and drop the rest; never let a group straddle train "
+                       "and test"),
+}
 
 
 class UnionFind:

@@ -24,6 +24,7 @@ from .clusters import ClusterConfig, ClusterResult, find_clusters
 from .findings import load_findings, store_findings
 from .map2d import MAP_FILE, Map2D, embed_2d
 from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
+from ..defaults import DEFAULT_BACKBONE
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _write_json(path: Path, data) -> Path:
     return path
 
 
-def run_clusters(ws, *, backbone: str = "mobilenet_v2", map_method: str = "umap", **options) -> ClusterResult:
+def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "umap", **options) -> ClusterResult:
     """Cluster the workspace's images in a discover run of their own: store ``cluster`` findings, the
     descriptions (``reports/clusters.json``) and the 2-D map (``index/map2d.npz``).
     Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ``k_max=30``, ...)."""
@@ -147,7 +148,7 @@ def _issues(ws) -> dict[str, list[str]]:
     return flagged
 
 
-def run_rules(ws, *, backbone: str = "mobilenet_v2", model: str | None = None, **options) -> RulesResult:
+def run_rules(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, **options) -> RulesResult:
     """Mine association rules over every ok image; saves ``reports/rules.json`` and records a run."""
     config = RulesConfig(**options)
     images = {row["id"]: row for row in ws.catalog.images(status="ok")}
@@ -189,17 +190,5 @@ def load_rules(ws) -> dict | None:
     path = ws.root.joinpath(*RULES_FILE)
     return json.loads(path.read_text()) if path.exists() else None
 
-
-def _register_with_discover() -> None:
-    """Make ``cluster`` a kind ``pixelmine discover`` runs (when its finder registry exists)."""
-    try:
-        from .run import FINDERS, register_finder
-    except ImportError:  # the discover run is not part of this installation
-        return
-    if "clusters" not in FINDERS:
-        register_finder("clusters", [CLUSTER_KIND], clusters_finder)
-
-
-_register_with_discover()
 
 __all__ = ["load_clusters", "load_map", "load_rules", "run_clusters", "run_rules", "tag_names", "cluster_and_map", "clusters_finder"]

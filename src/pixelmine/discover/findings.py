@@ -34,16 +34,6 @@ class Finding:
         return asdict(self)
 
 
-# kind -> (what it means, what to do). Finders register their kinds here; the report and UI read it.
-KINDS: dict[str, tuple[str, str]] = {}
-
-
-def register_kind(kind: str, meaning: str, action: str) -> None:
-    if kind in KINDS:
-        raise ValueError(f"finding kind {kind!r} is already registered")
-    KINDS[kind] = (meaning, action)
-
-
 def store_findings(catalog: Catalog, run_id: int, findings: Iterable[Finding]) -> int:
     rows = [(run_id, f.image_id, f.kind, float(f.score), int(bool(f.is_issue)),
              json.dumps(f.details, sort_keys=True, default=_json_default)) for f in findings]

@@ -19,12 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
-from .findings import Finding, register_kind
+from .findings import Finding
 
 FILTER_BY = "rank"  # or any cleanlab filter_by: "prune_by_noise_rate", "both", "confident_learning", ...
 
-register_kind("label_issue", "the given label is probably wrong: a model that never saw this image disagrees",
-              "look at it and relabel it (details.suggested_label is the model's guess), or accept the label")
+KINDS = {  # kind -> (what it means, what to do)
+    "label_issue": ("the given label is probably wrong: a model that never saw this image disagrees",
+                    "look at it and relabel it (details.suggested_label is the model's guess), or accept the label"),
+}
 
 
 def _cleanlab():

@@ -15,17 +15,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .findings import Finding, register_kind
+from .findings import Finding
 from .neighbors import Neighbours, nearest_neighbours
 
 OUTLIER_K = 10  # neighbours averaged into an image's distance
 CLASS_EXACT_LIMIT = 5_000  # images per class searched exactly; larger classes use the IVF index (keeps N^1.5)
 Z_THRESHOLD = 4.0  # robust standard deviations above the median distance that make an outlier
 
-register_kind("outlier", "far from every other image in feature space (out of domain, corrupted or rare)",
-              "look at it: remove it if it does not belong, or collect more images like it if it does")
-register_kind("class_outlier", "far from the other images of its own class",
-              "check its label; if it is right, the class has a rare mode worth more examples")
+KINDS = {  # kind -> (what it means, what to do)
+    "outlier": ("far from every other image in feature space (out of domain, corrupted or rare)",
+                "look at it: remove it if it does not belong, or collect more images like it if it does"),
+    "class_outlier": ("far from the other images of its own class",
+                      "check its label; if it is right, the class has a rare mode worth more examples"),
+}
 
 
 def robust_z(values: np.ndarray, min_scale: float = 1e-6) -> tuple[np.ndarray, float, float]:

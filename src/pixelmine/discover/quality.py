@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from .findings import Finding, register_kind
+from .findings import Finding
 from .outliers import robust_z
 
 Z_THRESHOLD = 3.5
@@ -53,10 +53,11 @@ CHECKS = (
           "one (a panorama, a strip, a rotated scan)", "check it is not a screenshot, a collage or a wrong crop"),
 )
 
-for _check in CHECKS:
-    register_kind(_check.kind, _check.meaning, _check.action)
-register_kind("greyscale", "a greyscale image in a collection of colour images",
-              "check it is a real sample; colour features may treat it differently")
+KINDS = {  # kind -> (what it means, what to do)
+    **{check.kind: (check.meaning, check.action) for check in CHECKS},
+    "greyscale": ("a greyscale image in a collection of colour images",
+                  "check it is a real sample; colour features may treat it differently"),
+}
 
 
 def _describe(check: Check, median: float, scale: float, z_threshold: float, limit_low: float, limit_high: float) -> str:

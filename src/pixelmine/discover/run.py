@@ -1,164 +1,24 @@
 """``discover``: run the finders over a workspace as one recorded run.
 
-Finders are registered by name with the kinds they produce; ``discover(ws, only=[...])`` accepts finder
-names or kinds. Each finder here is a thin adapter from :class:`~.context.DiscoverContext` to the pure
-functions of its module. The run is recorded in the catalog (``runs`` row of kind ``discover`` with the
-config, counts per kind and summary metrics; ``findings`` rows), and the same data give the same findings.
+The finders are the table of :mod:`.finders`; ``discover(ws, only=[...])`` accepts finder names or kinds.
+The run is recorded in the catalog (``runs`` row of kind ``discover`` with the config, counts per kind and
+summary metrics; ``findings`` rows), and the same data give the same findings.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..errors import InputError, NotFittedError
-from . import classes as class_finders
-from . import duplicates, label_issues, outliers, quality
-from .context import DiscoverContext, build_context
+from ..defaults import DEFAULT_BACKBONE
+from ..errors import InputError
+from .context import build_context
+from .finders import FINDERS, resolve_only
 from .findings import Finding, store_findings
-from .neighbors import nearest_neighbours
 
 log = logging.getLogger(__name__)
-
-FinderFunction = Callable[[DiscoverContext], list[Finding]]
-
-
-@dataclass(frozen=True)
-class Finder:
-    name: str
-    kinds: tuple[str, ...]
-    run: FinderFunction
-
-
-FINDERS: dict[str, Finder] = {}
-
-
-def register_finder(name: str, kinds: Iterable[str], run: FinderFunction) -> None:
-    """Add a finder (run in registration order). Raises on a name already taken."""
-    if name in FINDERS:
-        raise ValueError(f"finder {name!r} is already registered")
-    FINDERS[name] = Finder(name, tuple(kinds), run)
-
-
-def resolve_only(only: Iterable[str] | str | None) -> list[str]:
-    """Finder names to run for ``only`` (finder names or finding kinds; None: all)."""
-    if only is None:
-        return list(FINDERS)
-    if isinstance(only, str):
-        only = [only]
-    chosen = set()
-    for item in only:
-        matches = [f.name for f in FINDERS.values() if item == f.name or item in f.kinds]
-        if not matches:
-            valid = sorted(set(FINDERS) | {k for f in FINDERS.values() for k in f.kinds})
-            raise InputError(f"unknown finder or finding kind {item!r} in --only; choose from: {', '.join(valid)}")
-        chosen.update(matches)
-    return [name for name in FINDERS if name in chosen]
-
-
-# -- adapters: context -> pure finder functions ------------------------------------------------------
-def _quality(ctx: DiscoverContext) -> list[Finding]:
-    return quality.find_quality_issues(ctx.ids, ctx.pixels.stats, ctx.widths, ctx.heights)
-
-
-def _duplicates(ctx: DiscoverContext) -> list[Finding]:
-    pixels = ctx.pixels  # decode (process pool) before faiss starts its threads in this process
-    status = ctx.ws.status()
-    found = duplicates.exact_duplicate_findings(status["exact_duplicates"], status["label_conflicts"])
-    found += duplicates.find_near_duplicates(
-        ctx.ids, neighbours=ctx.neighbours, normalised=ctx.normalised, phashes=ctx.phashes, labels=ctx.labels,
-        splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, sharpness=ctx.sharpness(),
-        view_hashes=pixels.views, views_valid=pixels.decoded)
-    groups = {f.details["group"] for f in found if f.kind == "near_duplicate"}
-    ctx.summary["near_duplicate_groups"] = len(groups)
-    return found
-
-
-def _outliers(ctx: DiscoverContext) -> list[Finding]:
-    found = outliers.find_outliers(ctx.ids, ctx.neighbours)
-    found += outliers.find_class_outliers(ctx.ids, ctx.normalised, ctx.labels)
-    return found
-
-
-def _labelled_probabilities(ctx: DiscoverContext) -> tuple[list[int], list[str], np.ndarray, list[str], str] | None:
-    """(rows, labels, probs, classes, source) for labelled images in classes of >= 2 images, or None."""
-    counts = class_finders.class_counts(ctx.labels)
-    usable = {c for c, n in counts.items() if n >= 2}
-    rows = [r for r, label in enumerate(ctx.labels) if label in usable]
-    if len(usable) < 2:
-        return None
-    labels = [ctx.labels[r] for r in rows]
-    cached = ctx.summary.get("_probabilities")
-    if cached is not None:
-        return cached
-    result = None
-    try:
-        oof = ctx.ws.oof_probabilities(ctx.model)
-        position = {str(i): k for k, i in enumerate(oof["ids"].tolist())}
-        stored = [position.get(ctx.ids[r]) for r in rows]
-        oof_labels = oof["labels"].astype(str)
-        classes = oof["classes"].astype(str).tolist()
-        if all(p is not None and oof_labels[p] == label for p, label in zip(stored, labels)) \
-                and set(labels) <= set(classes):
-            result = (rows, labels, np.asarray(oof["probs"], dtype=np.float64)[stored], classes,
-                      "out-of-fold probabilities of the trained model")
-        else:
-            log.info("the trained model's out-of-fold probabilities do not cover the current labels; recomputing")
-    except (NotFittedError, FileNotFoundError, KeyError, AttributeError):
-        pass
-    if result is None:
-        probs, classes = label_issues.out_of_fold_probabilities(ctx.raw[rows], labels)
-        result = (rows, labels, probs, classes, "5-fold logistic regression on 64 principal components of the features")
-    # a leave-one-out k-NN vote competes with the model; the more accurate predictor is used
-    graph = nearest_neighbours(ctx.normalised[rows], max(label_issues.KNN_CHOICES), normalised=True)
-    knn, k = label_issues.knn_probabilities(graph.index, labels, result[3])
-    name, probs, accuracy = label_issues.choose_probabilities(
-        labels, {result[4]: result[2], f"{k}-nearest-neighbour vote on the features": knn}, result[3])
-    result = (rows, labels, probs, result[3], name)
-    ctx.summary["label_probabilities_accuracy"] = accuracy
-    ctx.summary["_probabilities"] = result
-    return result
-
-
-def _label_issues(ctx: DiscoverContext) -> list[Finding]:
-    data = _labelled_probabilities(ctx)
-    if data is None:
-        ctx.summary["label_errors"] = {"note": "needs at least 2 labelled classes of 2+ images"}
-        return []
-    rows, labels, probs, classes, source = data
-    found = label_issues.find_label_issues([ctx.ids[r] for r in rows], labels, probs, classes)
-    # a label a person accepted is not flagged again (its score still says what the model thinks)
-    found = [Finding(f.image_id, f.kind, f.score, False, {**f.details, "accepted_by_person": True})
-             if f.image_id in ctx.accepted else f for f in found]
-    ctx.summary["label_errors"] = {"estimated": label_issues.estimate_label_errors(labels, probs, classes),
-                                   "flagged": sum(f.is_issue for f in found), "labelled": len(rows),
-                                   "probabilities": source}
-    return found
-
-
-def _classes(ctx: DiscoverContext) -> list[Finding]:
-    summary = class_finders.imbalance_summary(ctx.labels)
-    found = class_finders.find_rare_classes(ctx.ids, ctx.labels)
-    if len(summary["counts"]) >= 2:
-        summary["overlap_pairs"] = class_finders.overlap_pairs(ctx.neighbours, ctx.labels)
-        data = _labelled_probabilities(ctx)
-        if data is not None:
-            _, labels, probs, classes, _ = data
-            summary["confusion_pairs"] = class_finders.confusion_pairs(labels, probs, classes)
-        found += class_finders.find_class_overlap(ctx.ids, ctx.labels, ctx.neighbours, summary["overlap_pairs"])
-    ctx.summary["classes"] = summary
-    return found
-
-
-register_finder("quality", [c.kind for c in quality.CHECKS] + ["greyscale"], _quality)
-register_finder("duplicates", ["exact_duplicate", "near_duplicate"], _duplicates)
-register_finder("outliers", ["outlier", "class_outlier"], _outliers)
-register_finder("label_issues", ["label_issue"], _label_issues)
-register_finder("classes", ["rare_class", "class_overlap"], _classes)
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -174,7 +34,7 @@ class DiscoverResult:
                 "elapsed_s": round(self.elapsed_s, 3)}
 
 
-def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = "mobilenet_v2",
+def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = DEFAULT_BACKBONE,
              model: str | None = None, workers: int = 2, progress="auto") -> DiscoverResult:
     """Run the finders (all, or those ``only`` names) on ``backbone``'s features; store and count findings."""
     from ..progress import resolve_progress
@@ -216,8 +76,3 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = "mo
     elapsed = time.perf_counter() - started
     ws.catalog.finish_run(run_id, "completed", counts=counts, metrics={**summary, "elapsed_s": round(elapsed, 3)})
     return DiscoverResult(run_id, counts, summary, elapsed)
-
-
-# The exploration finders (clusters) register themselves into FINDERS; importing them here makes
-# ws.discover() from Python run the same finders as `pixelmine discover`.
-from . import explore as _explore  # noqa: E402,F401

@@ -7,7 +7,6 @@
     oof.py       out-of-fold probabilities                                novelty.py   distance to the training data
     model.py     a saved model: predict, evaluate                         artifacts.py models/<name>/ on disk
     train.py     the whole `pixelmine train`                              predictions.py, embed.py: prediction I/O
-    resolution.py  full:NAME@SIZE backbones: the whole image at SIZE px (no centre crop)
 
 Importing this package loads no scikit-learn or torch; the functions below import them when called.
 """
@@ -15,9 +14,6 @@ Importing this package loads no scikit-learn or torch; the functions below impor
 from __future__ import annotations
 
 from .config import HEAD_NAMES, FinetuneConfig, SplitConfig, TrainConfig
-from .resolution import register as _register_full_frame_backbones
-
-_register_full_frame_backbones()  # full:NAME@SIZE backbones (resolution.py); imports no torch
 
 
 def train(ws, config: TrainConfig | None = None, **options):

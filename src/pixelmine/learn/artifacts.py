@@ -39,8 +39,13 @@ def models_root(ws) -> Path:
     return ws.root / "models"
 
 
+def model_path(root: str | os.PathLike, name: str) -> Path:
+    """``models/<name>/`` of the workspace at ``root``."""
+    return Path(root) / "models" / name
+
+
 def model_dir(ws, name: str) -> Path:
-    return models_root(ws) / name
+    return model_path(ws.root, name)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

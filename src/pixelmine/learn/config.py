@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..defaults import DEFAULT_BACKBONE
 
 HEAD_NAMES = ("logreg", "svm", "knn", "finetune")
 SPLIT_NAMES = ("train", "val", "test")
@@ -111,7 +112,7 @@ class TrainConfig:
 
     head: str = "logreg"  # logreg | svm | knn | finetune
     name: str | None = None  # model name (folder under models/); default "<head>-<backbone>"
-    backbone: str = "mobilenet_v2"  # feature backbone (probes) or the network to fine-tune
+    backbone: str = DEFAULT_BACKBONE  # feature backbone (probes) or the network to fine-tune
     split: SplitConfig = field(default_factory=SplitConfig)
     class_weight: str | None = "balanced"  # "balanced": weight classes inversely to their frequency; None: equal
     standardize: bool = True  # scale features to zero mean, unit variance before the head

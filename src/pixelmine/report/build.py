@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import pkgutil
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -15,27 +13,15 @@ from .._version import __version__
 from . import sections
 from .html import page
 from .thumbs import Thumbnails
+from ..defaults import DEFAULT_BACKBONE
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = ("reports", "report.html")
 
 
-def _load_finder_kinds() -> None:
-    """Import every discover module, so each finder's kinds (meaning, action) are registered in KINDS."""
-    from .. import discover
-
-    for module in pkgutil.iter_modules(discover.__path__):
-        try:
-            importlib.import_module(f"{discover.__name__}.{module.name}")
-        except Exception as exc:  # a finder whose optional dependency is missing still leaves a useful report
-            log.info("report: cannot import pixelmine.discover.%s (%s); its kinds show without explanations",
-                     module.name, exc)
-
-
-def render(ws, *, backbone: str = "mobilenet_v2", model: str | None = None) -> str:
+def render(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> str:
     """The report as one HTML string."""
-    _load_finder_kinds()
     images = {row["id"]: row for row in ws.catalog.images(status=None)}
     kinds = [r[0] for r in ws.catalog.query("SELECT DISTINCT kind FROM findings ORDER BY kind")]
     ctx = sections.Context(ws, images, Thumbnails({i: r.get("path") for i, r in images.items()}), backbone, model,
@@ -49,7 +35,7 @@ def render(ws, *, backbone: str = "mobilenet_v2", model: str | None = None) -> s
                 f"pixelmine {__version__} · one self-contained file: no network needed to view it")
 
 
-def write_report(ws, output=None, *, backbone: str = "mobilenet_v2", model: str | None = None) -> Path:
+def write_report(ws, output=None, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> Path:
     """Write the report to ``output`` (default ``reports/report.html`` in the workspace); returns the path."""
     started = time.monotonic()
     target = Path(output) if output is not None else ws.path(*REPORT_FILE)

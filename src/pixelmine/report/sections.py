@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..discover.findings import KINDS, latest_discover_run, load_findings
+from ..discover.finders import KINDS
+from ..discover.findings import latest_discover_run, load_findings
 from . import plots
 from .html import bar, cards, count_table, esc, figure, missing, score_badge, section, table
 from .thumbs import Thumbnails

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError, NotFittedError
 from .index import VectorIndex
+from ..defaults import DEFAULT_BACKBONE
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -106,7 +107,7 @@ def embed_file(path: str, backbone: str, fingerprint: str, workspace_root) -> np
     return features.numpy().astype(np.float32)
 
 
-def similar(ws, image: str, k: int = 10, *, backbone: str = "mobilenet_v2") -> tuple[Query, list[Neighbour]]:
+def similar(ws, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE) -> tuple[Query, list[Neighbour]]:
     """The ``k`` images most similar to ``image``, most similar first. A catalogued query is in the index,
     so it comes first as its own neighbour (similarity 1.0), which shows the answer is anchored right."""
     if int(k) < 1:

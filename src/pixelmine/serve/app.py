@@ -31,6 +31,7 @@ from .batching import MicroBatcher
 from .metrics import Metrics
 from .predictor import Predictor
 from .security import BodyLimit, token_matches
+from ..defaults import DEFAULT_BACKBONE
 
 log = logging.getLogger("pixelmine.serve")
 STATIC = Path(__file__).parent / "static"
@@ -48,7 +49,7 @@ class ServeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     max_batch: int = 32  # images per model call
     max_wait_ms: float = 4.0  # how long the batcher waits for more requests
-    backbone: str = "mobilenet_v2"  # features that /similar searches
+    backbone: str = DEFAULT_BACKBONE  # features that /similar searches
     workers: int | None = None  # batches predicted side by side (default: one per core, at most 4)
 
 
@@ -63,7 +64,7 @@ class LabelCorrection(BaseModel):
 
 def create_app(root, *, token: str, model: str | None = None, limits: UploadLimits | None = None,
                max_batch: int = 32, max_wait_ms: float = 4.0, max_request_bytes: int = 64 * 1024 * 1024,
-               backbone: str = "mobilenet_v2", workers: int | None = None) -> FastAPI:
+               backbone: str = DEFAULT_BACKBONE, workers: int | None = None) -> FastAPI:
     config = ServeConfig(Path(root), token, model, limits or UploadLimits(), max_request_bytes, max_batch, max_wait_ms,
                          backbone, workers)
     open_workspace(config.root).close()  # fail now, with the library's message, if the workspace is unusable
