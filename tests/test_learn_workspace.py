@@ -272,9 +272,9 @@ def test_label_corrections_are_applied(tmp_path):
 
     ws, ids, labels, _ = labelled_workspace(tmp_path, {"a": 10, "b": 10})
     relabelled, ignored = ids[labels.index("a")], ids[labels.index("b")]
-    record_correction(ws, relabelled, "relabel", "b")
-    record_correction(ws, ignored, "ignore")
-    data = labelled_images(ws)
+    record_correction(ws.catalog, relabelled, "relabel", "b")
+    record_correction(ws.catalog, ignored, "ignore")
+    data = labelled_images(ws.catalog)
     assert data.ignored == 1 and len(data.ids) == 19 and ignored not in data.ids
     assert data.labels[data.ids.index(relabelled)] == "b"
 
@@ -285,5 +285,5 @@ def test_is_current_until_labels_change(tmp_path):
     ws, ids, labels, _ = labelled_workspace(tmp_path, {"a": 8, "b": 8})
     model = ws.train(progress=False, **FAST)
     assert model.is_current()
-    record_correction(ws, ids[0], "relabel", "b" if labels[0] == "a" else "a")
+    record_correction(ws.catalog, ids[0], "relabel", "b" if labels[0] == "a" else "a")
     assert not model.is_current()

@@ -39,17 +39,16 @@ def fake_model(ws, classes: list[str]) -> None:
 
 def populated(tmp_path):
     ws, ids, labels, _ = labelled_workspace(tmp_path, {"cat": 12, "dog": 12, HOSTILE: 12}, separation=8.0)
-    run = ws.catalog.start_run("discover", {"finders": ["outliers", "duplicates"], "outlier_threshold": 0.1})
-    store_findings(ws.catalog, run, [
-        Finding(ids[0], "outlier", 0.05, True, {"reason": f"far from {HOSTILE}", "distance": 1.5,
-                                                "threshold": "distance above 0.9 & more"}),
-        Finding(ids[1], "outlier", 0.7, False, {}),
-        Finding(ids[2], "near_duplicate", 0.1, True, {"group": 1, "group_size": 2, "keeper": ids[3],
-                                                      "is_keeper": False}),
-        Finding(ids[3], "near_duplicate", 0.9, False, {"group": 1, "group_size": 2, "keeper": ids[3],
-                                                       "is_keeper": True}),
-    ])
-    ws.catalog.finish_run(run, "completed")
+    with ws.catalog.run("discover", {"finders": ["outliers", "duplicates"], "outlier_threshold": 0.1}) as run:
+        store_findings(ws.catalog, run.id, [
+            Finding(ids[0], "outlier", 0.05, True, {"reason": f"far from {HOSTILE}", "distance": 1.5,
+                                                    "threshold": "distance above 0.9 & more"}),
+            Finding(ids[1], "outlier", 0.7, False, {}),
+            Finding(ids[2], "near_duplicate", 0.1, True, {"group": 1, "group_size": 2, "keeper": ids[3],
+                                                          "is_keeper": False}),
+            Finding(ids[3], "near_duplicate", 0.9, False, {"group": 1, "group_size": 2, "keeper": ids[3],
+                                                           "is_keeper": True}),
+        ])
     ws.discover_clusters(backbone=BACKBONE, map_method="pca", k_max=6, pca_dims=8)
     ws.rules(backbone=BACKBONE, min_support=0.05)
     fake_model(ws, sorted(set(labels)))

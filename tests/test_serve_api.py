@@ -260,7 +260,7 @@ def test_relabel_accept_ignore_are_recorded_and_files_untouched(client, server):
     assert client.get(f"/images/{relabelled}").json()["corrections"][0]["action"] == "relabel"
     assert relabelled in {i["id"] for i in client.get("/images", params={"label": "b", "limit": 500}).json()["items"]}
     with pixelmine.open_workspace(server.root) as ws:
-        labels = effective_labels(ws)
+        labels = effective_labels(ws.catalog)
         original = ws.catalog.query("SELECT label FROM images WHERE id = ?", (relabelled,))[0]["label"]
     assert labels[relabelled] == "b" and labels[accepted] == "c" and ignored not in labels
     assert original == "c"  # the ingested label stays; the correction is a row on top of it

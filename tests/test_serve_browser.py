@@ -110,7 +110,7 @@ def test_relabel_in_the_detail_dialog_is_persisted(page, server):
     shot(page, "relabelled")
     assert api(server, f"/images/{target['id']}")["label"] == "b"
     with pixelmine.open_workspace(server.root) as ws:
-        assert effective_labels(ws)[target["id"]] == "b"
+        assert effective_labels(ws.catalog)[target["id"]] == "b"
     page.keyboard.press("Escape")
     page.reload()
     page.wait_for_selector("#gallery-grid .tile")

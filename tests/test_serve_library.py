@@ -37,37 +37,37 @@ def ids_with_label(ws, label):
 
 def test_effective_labels_apply_the_newest_correction(ws):
     a1, a2, a3 = ids_with_label(ws, "a")[:3]
-    record_correction(ws, a1, "relabel", "b")
-    record_correction(ws, a1, "relabel", "  c  ")
-    record_correction(ws, a2, "ignore")
-    record_correction(ws, a3, "ignore")
-    record_correction(ws, a3, "accept")  # un-ignore: the newest row wins
-    labels = effective_labels(ws)
+    record_correction(ws.catalog, a1, "relabel", "b")
+    record_correction(ws.catalog, a1, "relabel", "  c  ")
+    record_correction(ws.catalog, a2, "ignore")
+    record_correction(ws.catalog, a3, "ignore")
+    record_correction(ws.catalog, a3, "accept")  # un-ignore: the newest row wins
+    labels = effective_labels(ws.catalog)
     assert labels[a1] == "c" and a2 not in labels and labels[a3] == "a"
-    assert effective_labels(ws, include_ignored=True)[a2] is None
-    assert ignored_ids(ws) == {a2}
-    assert [c["new_label"] for c in corrections(ws, a1)] == ["c", "b"]
+    assert effective_labels(ws.catalog, include_ignored=True)[a2] is None
+    assert ignored_ids(ws.catalog) == {a2}
+    assert [c["new_label"] for c in corrections(ws.catalog, a1)] == ["c", "b"]
     assert ws.catalog.query("SELECT label FROM images WHERE id = ?", (a1,))[0]["label"] == "a"
 
 
 def test_correction_errors_name_the_problem(ws):
     target = ids_with_label(ws, "b")[0]
     with pytest.raises(ImageNotFoundError, match="no image with id"):
-        record_correction(ws, "0" * 64, "accept")
+        record_correction(ws.catalog, "0" * 64, "accept")
     with pytest.raises(InputError, match="unknown action 'erase'"):
-        record_correction(ws, target, "erase")
+        record_correction(ws.catalog, target, "erase")
     with pytest.raises(InputError, match="needs the new label"):
-        record_correction(ws, target, "relabel")
+        record_correction(ws.catalog, target, "relabel")
     with pytest.raises(InputError, match="takes no label"):
-        record_correction(ws, target, "accept", "x")
+        record_correction(ws.catalog, target, "accept", "x")
     with pytest.raises(InputError, match="control characters"):
-        record_correction(ws, target, "relabel", "a\tb")
+        record_correction(ws.catalog, target, "relabel", "a\tb")
 
 
 def test_listing_filters_by_corrected_label_and_hides_images_gone_from_disk(ws):
     total = browse.list_images(ws)["total"]
     a_ids = ids_with_label(ws, "a")
-    record_correction(ws, a_ids[1], "relabel", "b")
+    record_correction(ws.catalog, a_ids[1], "relabel", "b")
     assert a_ids[1] in {i["id"] for i in browse.list_images(ws, label="b")["items"]}
     assert a_ids[1] not in {i["id"] for i in browse.list_images(ws, label="a")["items"]}
     assert "b" in browse.facets(ws)["labels"]

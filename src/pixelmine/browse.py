@@ -123,7 +123,7 @@ def get_image(ws, image_id: str) -> dict:
             "SELECT f.* FROM findings f JOIN (SELECT kind, MAX(run_id) AS run_id FROM findings WHERE image_id = ? "
             "GROUP BY kind) l ON f.kind = l.kind AND f.run_id = l.run_id WHERE f.image_id = ? ORDER BY f.score",
             (image_id, image_id))]
-    item["corrections"] = corrections(ws, image_id, limit=50)
+    item["corrections"] = corrections(ws.catalog, image_id, limit=50)
     return item
 
 

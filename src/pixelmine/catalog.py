@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 
 from ._version import __version__
 from .errors import SchemaVersionError, WorkspaceError
+from .runs import RunRecord, outcome
+from .fileio import json_default
 
 # Each entry moves the schema from version i to i+1. Never edit a released entry: append a new one.
 MIGRATIONS: list[str] = [
@@ -114,6 +116,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (image_id, fingerprint)
     );
     CREATE INDEX extract_errors_backbone ON extract_errors(backbone);
+    """,
+    # 4: what each run read (a feature fingerprint, the set of image ids, a model), to compare runs.
+    """
+    ALTER TABLE runs ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}';
     """,
 ]
 
@@ -215,21 +221,36 @@ class Catalog:
         return int(self.query("SELECT value FROM meta WHERE key = 'schema_version'")[0]["value"])
 
     # -- runs -------------------------------------------------------------------------------------
-    def start_run(self, kind: str, config: dict) -> int:
+    @contextmanager
+    def run(self, kind: str, config: dict, *, inputs: dict | None = None) -> Iterator[RunRecord]:
+        """Record a run of ``kind`` around the block; see :mod:`pixelmine.runs` for the rules."""
+        record = RunRecord(self._start_run(kind, config, inputs or {}), kind, inputs=dict(inputs or {}))
+        try:
+            yield record
+        except BaseException as exc:
+            record.status, record.error = outcome(exc)
+            self._finish_run(record)
+            raise
+        record.status, record.error = outcome(None)
+        self._finish_run(record)
+
+    def _start_run(self, kind: str, config: dict, inputs: dict) -> int:
         self._mark_dead_runs_interrupted()
         with self.transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO runs(kind, config, version, status, pid, host, started_at) VALUES (?,?,?,?,?,?,?)",
-                (kind, json.dumps(config, sort_keys=True, default=str), __version__, "running", os.getpid(),
+                "INSERT INTO runs(kind, config, inputs, version, status, pid, host, started_at) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (kind, json.dumps(config, sort_keys=True, default=json_default),
+                 json.dumps(inputs, sort_keys=True, default=json_default), __version__, "running", os.getpid(),
                  socket.gethostname(), utc_now()))
             return int(cursor.lastrowid)
 
-    def finish_run(self, run_id: int, status: str, counts: dict | None = None, metrics: dict | None = None,
-                   error: str | None = None) -> None:
+    def _finish_run(self, record: RunRecord) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET status=?, finished_at=?, counts=?, metrics=?, error=? WHERE id=?",
-                         (status, utc_now(), json.dumps(counts or {}, sort_keys=True),
-                          json.dumps(metrics or {}, sort_keys=True), error, run_id))
+            conn.execute("UPDATE runs SET status=?, finished_at=?, inputs=?, counts=?, metrics=?, error=? WHERE id=?",
+                         (record.status, utc_now(), json.dumps(record.inputs, sort_keys=True, default=json_default),
+                          json.dumps(record.counts, sort_keys=True, default=json_default),
+                          json.dumps(record.metrics, sort_keys=True, default=json_default), record.error, record.id))
 
     def _mark_dead_runs_interrupted(self) -> None:
         host = socket.gethostname()
@@ -246,7 +267,7 @@ class Catalog:
         result = []
         for row in rows:
             item = dict(row)
-            for key in ("config", "counts", "metrics"):
+            for key in ("config", "counts", "metrics", "inputs"):
                 item[key] = json.loads(item[key])
             result.append(item)
         return result

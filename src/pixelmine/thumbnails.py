@@ -8,13 +8,12 @@ costs a fraction of a full decode. The user's file is only read.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 from .corrections import ImageNotFoundError
 from .errors import InputError, NotFittedError
+from .fileio import atomic_write_bytes
 
 SIZES = (128, 256, 512)  # longest side in pixels; a fixed set keeps the cache bounded
 QUALITY = 85
@@ -91,8 +90,4 @@ def _flatten(image):
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(tmp, target)
+    atomic_write_bytes(target, data)

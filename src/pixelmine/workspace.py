@@ -114,40 +114,9 @@ class Workspace:
         when there is none (e.g. the weights package was removed since), the newest cache of that
         backbone is returned. Raises NotFittedError (with the command to run) when nothing was extracted.
         """
-        import json
-        import logging
+        from .features.store import load_features
 
-        from .backbones import get as get_backbone
-        from .errors import NotFittedError, PixelmineError
-        from .features import FeatureStore
-        from .features.store import _safe
-
-        name, fingerprint = backbone, None
-        try:
-            spec = get_backbone(backbone)
-            name = spec.name
-            fingerprint = spec.fingerprint(spec.locate_weights(allow_download=False), precision)
-        except PixelmineError as exc:  # unknown name or no weights here: fall back to what is on disk
-            lookup_error = exc
-        else:
-            lookup_error = None
-            store = FeatureStore(self.root, name, fingerprint)
-            if store.has_features():
-                return store.load()
-        candidates = sorted(self.root.joinpath("features").glob(f"{_safe(name)}-*/backbone.json"),
-                            key=lambda p: p.stat().st_mtime, reverse=True)
-        for meta in candidates:
-            info = json.loads(meta.read_text())
-            store = FeatureStore(self.root, name, info["fingerprint"])
-            if info.get("backbone") == name and info.get("precision", "fp32") == precision and store.has_features():
-                logging.getLogger(__name__).warning(
-                    "using cached %s features with fingerprint %s (the current one is %s)",
-                    name, info["fingerprint"][:12], (fingerprint or "unknown")[:12])
-                return store.load()
-        if lookup_error is not None and not candidates:
-            raise lookup_error
-        raise NotFittedError(f"no {name} features in workspace {str(self.root)!r} yet; "
-                             f"run: pixelmine extract --backbone {name}")
+        return load_features(self.root, backbone, precision=precision)
 
     def tags(self, backbone: str = DEFAULT_BACKBONE, *, min_prob: float = 0.0) -> dict[str, list[tuple[str, float]]]:
         """Each image's top-5 ImageNet tags ``[(label, probability), ...]``, best first, by image id."""
@@ -175,14 +144,14 @@ class Workspace:
 
         config = TrainConfig.from_mapping({"backbone": backbone, "exclude_classes": tuple(exclude_classes),
                                            "split": split_options})
-        data = labelled_images(self, exclude_classes=config.exclude_classes)
+        data = labelled_images(self.catalog, exclude_classes=config.exclude_classes)
         vectors = None
         try:
             features, data, _ = features_for(self, backbone, data, progress=False)
             vectors = features.vectors[features.rows(data.ids)]
         except NotFittedError:
             pass
-        return ensure_splits(self, data, config.split, vectors, resplit=True)
+        return ensure_splits(self.catalog, data, config.split, vectors, resplit=True)
 
     def train(self, head: str | None = None, *, config=None, resplit: bool = False, resume: bool = False,
               progress="auto", on_epoch=None, **options):
@@ -201,9 +170,9 @@ class Workspace:
 
     def model(self, name: str | None = None):
         """A trained model by name (default: the most recently trained)."""
-        from .learn.model import Model
+        from .learn.loading import load_model
 
-        return Model.load(self, name)
+        return load_model(self, name)
 
     def models(self) -> list[dict]:
         """Every model folder: name, kind, head, backbone, classes, test accuracy and macro-F1."""

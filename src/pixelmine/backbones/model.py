@@ -17,7 +17,7 @@ from torch import nn
 from .spec import Backbone, Preprocessing
 from .weights import ResolvedWeights
 
-OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP = "features", "logits", "feature_map"
+from .model_outputs import OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP
 
 
 class FeatureModel(nn.Module):

@@ -11,7 +11,6 @@ Nothing here imports torch or timm: locating weights is cheap, so ``pixelmine ba
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WeightsNotFoundError
+from ..fileio import sha256_file
 
 _log = logging.getLogger(__name__)
 
@@ -70,11 +70,7 @@ def sha256_of(path: Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _verified:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _verified[key] = digest.hexdigest()
+        _verified[key] = sha256_file(path)
     return _verified[key]
 
 

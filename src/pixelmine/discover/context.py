@@ -28,6 +28,7 @@ class DiscoverContext:
     widths: list[int | None]
     heights: list[int | None]
     paths: list[str]
+    features: object  # the FeatureSet the run reads (its fingerprint identifies the run's input)
     normalised: np.ndarray  # (N, D) L2-normalised features, row order of ids
     raw: np.ndarray  # (N, D) features as extracted
     model: str | None = None  # model whose out-of-fold probabilities label_issues reads (None: latest)
@@ -74,7 +75,7 @@ def build_context(ws, backbone: str, *, model: str | None = None, workers: int =
     features = ws.features(backbone)  # NotFittedError: run pixelmine extract --backbone ...
     position = {image_id: row for row, image_id in enumerate(features.ids)}
     # people's label corrections apply; images marked 'ignore' are left out of discovery
-    labels = effective_labels(ws)
+    labels = effective_labels(ws.catalog)
     ignored = sum(1 for r in rows if r["id"] not in labels)
     rows = [{**r, "label": labels[r["id"]]} for r in rows if r["id"] in labels]
     kept = sorted((r for r in rows if r["id"] in position), key=lambda r: r["id"])
@@ -90,6 +91,7 @@ def build_context(ws, backbone: str, *, model: str | None = None, workers: int =
     return DiscoverContext(
         ws=ws, backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
         splits=[r["split"] for r in kept], phashes=[r["phash"] for r in kept], widths=[r["width"] for r in kept],
-        heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], normalised=normalise(raw), raw=raw,
+        heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], features=features,
+        normalised=normalise(raw), raw=raw,
         model=model, workers=workers, progress=progress, without_features=without, ignored=ignored,
-        accepted={i for i, c in latest_corrections(ws).items() if c["action"] == "accept"})
+        accepted={i for i, c in latest_corrections(ws.catalog).items() if c["action"] == "accept"})

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +23,8 @@ from .findings import load_findings, store_findings
 from .map2d import MAP_FILE, Map2D, embed_2d
 from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
 from ..defaults import DEFAULT_BACKBONE
+from ..fileio import atomic_write_json
+from ..runs import image_set
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,7 @@ def _usable(ws, features) -> tuple[list[str], dict[str, dict]]:
 
 
 def _write_json(path: Path, data) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=1, ensure_ascii=False, default=str)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, data, indent=1)
 
 
 def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "umap", **options) -> ClusterResult:
@@ -72,21 +66,17 @@ def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "uma
         raise NotFittedError(f"clustering needs at least 3 ingested images with {backbone} features; found "
                              f"{len(ids)}; run: pixelmine ingest SRC, then pixelmine extract")
     labels = [images[i]["label"] for i in ids]
-    run_id = ws.catalog.start_run("discover", {"finders": ["clusters"], "backbone": backbone,
-                                               "clusters": asdict(config), "map": map_method})
     started = time.monotonic()
-    try:
-        result, method = cluster_and_map(ws, features, ids, labels, config, map_method, run_id)
-        count = store_findings(ws.catalog, run_id, result.findings(labels))
-    except BaseException as exc:
-        ws.catalog.finish_run(run_id, "failed" if isinstance(exc, Exception) else "interrupted",
-                              error=f"{type(exc).__name__}: {exc}")
-        raise
-    ws.catalog.finish_run(run_id, "completed", counts={CLUSTER_KIND: {"findings": count, "issues": sum(
-        c.size for c in result.clusters if c.new_category)}},
-                          metrics={"clusters": result.k, "silhouette": result.silhouette,
-                                   "new_category": len([c for c in result.clusters if c.new_category]),
-                                   "map": method, "elapsed_s": round(time.monotonic() - started, 2)})
+    with ws.catalog.run("discover", {"finders": ["clusters"], "backbone": backbone, "clusters": asdict(config),
+                                     "map": map_method},
+                        inputs={"fingerprint": features.fingerprint, "images": image_set(ids)}) as run:
+        result, method = cluster_and_map(ws, features, ids, labels, config, map_method, run.id)
+        count = store_findings(ws.catalog, run.id, result.findings(labels))
+        run.counts[CLUSTER_KIND] = {"findings": count,
+                                    "issues": sum(c.size for c in result.clusters if c.new_category)}
+        run.metrics.update(clusters=result.k, silhouette=result.silhouette,
+                           new_category=len([c for c in result.clusters if c.new_category]), map=method,
+                           elapsed_s=round(time.monotonic() - started, 2))
     return result
 
 
@@ -170,19 +160,17 @@ def run_rules(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None,
     clusters = {f.image_id: f.details.get("cluster") for f in load_findings(ws.catalog, kind=CLUSTER_KIND)
                 if f.details.get("cluster", -1) >= 0}
     predicted, model_name = _predictions(ws, model)
-    run_id = ws.catalog.start_run("rules", {"backbone": backbone, "model": model_name, "rules": asdict(config)})
-    try:
+    inputs = {"images": image_set(ids), "fingerprint": features.fingerprint if features is not None else None,
+              "model": model_name}
+    with ws.catalog.run("rules", {"backbone": backbone, "model": model_name, "rules": asdict(config)},
+                        inputs=inputs) as run:
         transactions = build_transactions(
             ids, labels={i: images[i]["label"] for i in ids}, predicted=predicted, tags=tags, clusters=clusters,
             issues=_issues(ws), metadata={i: images[i]["metadata"] for i in ids}, config=config)
         result = mine_rules(transactions, config)
-        payload = {"run_id": run_id, "model": model_name, **result.to_dict()}
+        payload = {"run_id": run.id, "model": model_name, **result.to_dict()}
         _write_json(ws.path(*RULES_FILE), payload)
-    except BaseException as exc:
-        ws.catalog.finish_run(run_id, "failed", error=str(exc))
-        raise
-    ws.catalog.finish_run(run_id, "completed", counts={"transactions": result.n_transactions,
-                                                       "rules": len(result.rules)})
+        run.counts.update(transactions=result.n_transactions, rules=len(result.rules))
     return result
 
 

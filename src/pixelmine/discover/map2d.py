@@ -9,14 +9,13 @@ islands. PCA is the fallback, with the reason logged: when umap-learn is not ins
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, NotFittedError
+from ..fileio import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +33,9 @@ class Map2D:
     reason: str = ""  # why PCA was used instead of UMAP, when it was
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, ids=np.asarray(self.ids, dtype="U64"), xy=self.xy.astype(np.float32),
-                     method=np.asarray(self.method), fingerprint=np.asarray(self.fingerprint),
-                     reason=np.asarray(self.reason))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, path)
-        return path
+        return atomic_save_npz(path, compressed=False, ids=np.asarray(self.ids, dtype="U64"),
+                               xy=self.xy.astype(np.float32), method=np.asarray(self.method),
+                               fingerprint=np.asarray(self.fingerprint), reason=np.asarray(self.reason))
 
     @classmethod
     def load(cls, path: Path) -> "Map2D":

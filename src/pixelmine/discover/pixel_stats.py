@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from ..fileio import atomic_save_npz
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +153,9 @@ def _load_cache(path: Path) -> dict[str, np.ndarray]:
 
 def _save_cache(path: Path, cache: dict[str, np.ndarray]) -> None:
     ids = sorted(cache)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(handle, "wb") as out:
-        np.savez(out, ids=np.asarray(ids, dtype="U64"), version=np.int64(STATS_VERSION),
-                 stats=np.asarray([cache[i][0] for i in ids], dtype=np.float64).reshape(len(ids), len(STATS)),
-                 views=np.asarray([cache[i][1] for i in ids], dtype=np.uint64).reshape(len(ids), N_VIEWS))
-    os.replace(tmp, path)
+    atomic_save_npz(path, compressed=False, ids=np.asarray(ids, dtype="U64"), version=np.int64(STATS_VERSION),
+                    stats=np.asarray([cache[i][0] for i in ids], dtype=np.float64).reshape(len(ids), len(STATS)),
+                    views=np.asarray([cache[i][1] for i in ids], dtype=np.uint64).reshape(len(ids), N_VIEWS))
 
 
 def pixel_stats(cache_path: str | os.PathLike, ids: Sequence[str], paths: Sequence[str], *, workers: int = 2,

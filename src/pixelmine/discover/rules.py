@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
+from ..fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +243,7 @@ def _priority(consequent: str) -> int:
 
 def save_rules(result: RulesResult, path: Path) -> Path:
     """Write ``reports/rules.json`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        json.dump(result.to_dict(), out, indent=1, ensure_ascii=False)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(path, result.to_dict(), indent=1)
 
 
 def load_rules(path) -> dict | None:

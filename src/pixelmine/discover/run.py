@@ -17,6 +17,7 @@ from ..errors import InputError
 from .context import build_context
 from .finders import FINDERS, resolve_only
 from .findings import Finding, store_findings
+from ..runs import image_set
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +48,33 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = DEF
     try:
         ctx = build_context(ws, backbone, model=model, workers=workers, progress=report)
         config = {"backbone": backbone, "finders": names, "model": model, "images": len(ctx.ids)}
-        run_id = ctx.run_id = ws.catalog.start_run("discover", config)
-        try:
+        inputs = {"fingerprint": ctx.features.fingerprint, "images": image_set(ctx.ids), "model": model}
+        with ws.catalog.run("discover", config, inputs=inputs) as run:
+            ctx.run_id = run.id
             findings: list[Finding] = []
             timings = {}
             for name in names:
                 t0 = time.perf_counter()
                 findings.extend(FINDERS[name].run(ctx))
                 timings[name] = round(time.perf_counter() - t0, 3)
-            store_findings(ws.catalog, run_id, findings)
-        except BaseException as exc:
-            ws.catalog.finish_run(run_id, "failed" if isinstance(exc, Exception) else "interrupted",
-                                  error=f"{type(exc).__name__}: {exc}")
-            raise
+            store_findings(ws.catalog, run.id, findings)
+            counts = _counts(names, findings)
+            summary = {k: v for k, v in ctx.summary.items() if not k.startswith("_")}
+            summary.update(images=len(ctx.ids), without_features=ctx.without_features, ignored_by_person=ctx.ignored,
+                           timings_s=timings)
+            elapsed = time.perf_counter() - started
+            run.counts.update(counts)
+            run.metrics.update(summary, elapsed_s=round(elapsed, 3))
     finally:
         close()
-    counts: dict[str, dict[str, int]] = {}
-    for name in names:
-        for kind in FINDERS[name].kinds:
-            counts[kind] = {"findings": 0, "issues": 0}
+    return DiscoverResult(run.id, counts, summary, elapsed)
+
+
+def _counts(names: list[str], findings: list[Finding]) -> dict[str, dict[str, int]]:
+    """kind -> {"findings": n, "issues": m}, with a zero row for every kind the finders can produce."""
+    counts = {kind: {"findings": 0, "issues": 0} for name in names for kind in FINDERS[name].kinds}
     for f in findings:
         entry = counts.setdefault(f.kind, {"findings": 0, "issues": 0})
         entry["findings"] += 1
         entry["issues"] += int(f.is_issue)
-    summary = {k: v for k, v in ctx.summary.items() if not k.startswith("_")}
-    summary.update(images=len(ctx.ids), without_features=ctx.without_features, ignored_by_person=ctx.ignored,
-                   timings_s=timings)
-    elapsed = time.perf_counter() - started
-    ws.catalog.finish_run(run_id, "completed", counts=counts, metrics={**summary, "elapsed_s": round(elapsed, 3)})
-    return DiscoverResult(run_id, counts, summary, elapsed)
+    return counts

@@ -13,7 +13,6 @@ last ``flush_s`` seconds. Images that fail to decode are recorded in ``extract_e
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -23,22 +22,12 @@ from .. import backbones
 from ..catalog import Catalog, utc_now
 from ..errors import InputError
 from ..progress import resolve_progress
-from .decoding import CropSpec, Decoder
+from .embedder import BACKENDS, Embedder, crop_spec, default_workers
+from .decoding import Decoder
 from .store import TOP_K_TAGS, FeatureSet, FeatureStore
+from ..runs import image_set
 
 _log = logging.getLogger(__name__)
-
-BACKENDS = ("onnx", "torch")
-SMALL_JOB = 64  # images; below this, decode in a thread instead of paying for a process pool's start-up
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity and container CPU sets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -89,6 +78,7 @@ class ExtractResult:
     skipped_failed: int = 0  # failed in an earlier run, not retried (retry_errors=False)
     elapsed_s: float = 0.0
     setup_s: float = 0.0  # loading weights, exporting / loading the ONNX model
+    onnx_exported: bool = False  # the ONNX graph was exported in this run (not found in the user cache)
     timings: dict = field(default_factory=dict)  # seconds: inference, waiting for decode, writing
     workspace: str = ""
 
@@ -148,7 +138,7 @@ def extract(catalog: Catalog, workspace_root, config: ExtractConfig | None = Non
     """Compute the features of every ok image that the cache lacks. See the module docstring."""
     config = _config(config, options)
     started = time.perf_counter()
-    spec = backbones.get(config.backbone)
+    spec = backbones.get(config.backbone, root=workspace_root)
     located = spec.locate_weights(allow_download=config.allow_download)
     fingerprint = spec.fingerprint(located, config.precision)
     store = FeatureStore(workspace_root, spec.name, fingerprint, info={
@@ -165,28 +155,22 @@ def extract(catalog: Catalog, workspace_root, config: ExtractConfig | None = Non
     run_config = {**asdict(config), "backbone": spec.name, "fingerprint": fingerprint,
                   "weights": located.identity, "weights_origin": located.origin,
                   "preprocessing": asdict(spec.preprocessing)}
-    result.run_id = catalog.start_run("extract", run_config)
-    report, close_progress = resolve_progress(progress, f"extract {spec.name}", unit="img")
-    status, error = "completed", None
-    try:
-        if todo:
-            _run(catalog, store, spec, config, todo, result, report)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        close_progress()
-        result.elapsed_s = time.perf_counter() - started
-        catalog.finish_run(
-            result.run_id, status, error=error,
-            counts={"images": result.images, "computed": result.computed, "cached": result.cached,
-                    "failed": result.failed, "skipped_failed": result.skipped_failed},
-            metrics={"elapsed_s": round(result.elapsed_s, 3), "images_per_s": round(result.images_per_s, 1),
-                     "setup_s": round(result.setup_s, 3), "backend": result.backend,
-                     **{f"{k}_s": round(v, 3) for k, v in result.timings.items()}})
+    with catalog.run("extract", run_config, inputs={"fingerprint": fingerprint,
+                                                    "images": image_set(img["id"] for img in images)}) as run:
+        result.run_id = run.id
+        report, close_progress = resolve_progress(progress, f"extract {spec.name}", unit="img")
+        try:
+            if todo:
+                _run(catalog, store, spec, config, todo, result, report)
+        finally:
+            close_progress()
+            result.elapsed_s = time.perf_counter() - started
+            run.counts.update(images=result.images, computed=result.computed, cached=result.cached,
+                              failed=result.failed, skipped_failed=result.skipped_failed)
+            run.metrics.update(elapsed_s=round(result.elapsed_s, 3), images_per_s=round(result.images_per_s, 1),
+                               setup_s=round(result.setup_s, 3), backend=result.backend,
+                               onnx_exported=result.onnx_exported,
+                               **{f"{k}_s": round(v, 3) for k, v in result.timings.items()})
     return result
 
 
@@ -203,51 +187,22 @@ def _config(config: ExtractConfig | None, options: dict) -> ExtractConfig:
     return ExtractConfig(**options)
 
 
-def _make_runner(store: FeatureStore, spec, config: ExtractConfig, threads: int, todo):
-    """The backend, ready to run: loads weights, exports/loads the cached ONNX model when needed."""
-    if config.backend == "torch":
-        from .torch_backend import TorchRunner
-
-        model = backbones.create(spec.name, allow_download=config.allow_download)
-        return TorchRunner(model, threads=threads, device=config.device)
-    from .onnx_backend import OnnxRunner, export_onnx
-
-    path = store.dir / f"model-{config.precision}.onnx"
-    if path.exists():
-        runner = OnnxRunner(path, threads=threads)
-        if runner.metadata.get("pixelmine_fingerprint") == store.fingerprint:
-            return runner
-        _log.info("cached ONNX model %s belongs to another fingerprint; exporting again", path)
-    fp32_fingerprint = spec.fingerprint(spec.locate_weights(allow_download=config.allow_download), "fp32")
-    fp32_path = FeatureStore(store.dir.parent.parent, spec.name, fp32_fingerprint).dir / "model-fp32.onnx"
-    if config.precision == "fp32" or not fp32_path.exists():
-        model = backbones.create(spec.name, allow_download=config.allow_download)
-        export_onnx(model, fp32_path, fingerprint=fp32_fingerprint)
-    if config.precision == "int8":
-        from .quantize import quantize_int8
-
-        quantize_int8(fp32_path, path, spec, todo, fingerprint=store.fingerprint)
-    return OnnxRunner(path, threads=threads)
-
-
 def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, todo, result: ExtractResult,
          report) -> None:
-    threads = config.threads or available_cores()
-    workers = config.workers
-    if workers is None:
-        workers = 0 if len(todo) < SMALL_JOB else max(1, available_cores() - 1)
-    pre = spec.preprocessing
-    decoder = Decoder(todo, CropSpec(pre.input_size, pre.resize, pre.interpolation), workers=workers,
-                      chunk_size=config.batch_size)
+    workers = default_workers(len(todo)) if config.workers is None else config.workers
+    decoder = Decoder(todo, crop_spec(spec), workers=workers, chunk_size=config.batch_size)
     setup_started = time.perf_counter()
     try:
         decoder.start()  # workers start and decode the first batches while the network loads
-        runner = _make_runner(store, spec, config, threads, todo)
+        embedder = Embedder(spec, precision=config.precision, backend=config.backend, threads=config.threads,
+                            device=config.device, allow_download=config.allow_download,
+                            workspace_root=store.workspace_root, calibration=todo)
     except BaseException:
         decoder.abort()
         raise
     result.setup_s = time.perf_counter() - setup_started
-    result.backend = runner.describe()
+    result.onnx_exported = embedder.exported
+    result.backend = embedder.describe()
     timings = {"inference": 0.0, "decode_wait": 0.0, "write": 0.0}
     pending: dict[str, list] = {"ids": [], "vectors": [], "tag_indices": [], "tag_probs": []}
     errors: list[tuple[str, str, str]] = []
@@ -280,7 +235,8 @@ def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, tod
                 result.failed += len(chunk.errors)
             if chunk.ids:
                 t0 = time.perf_counter()
-                features, logits = runner.run(chunk.pixels)
+                out = embedder.embed_pixels(chunk.pixels)
+                features, logits = out.features, out.logits
                 timings["inference"] += time.perf_counter() - t0
                 indices, probs = top_k(logits) if has_tags else (None, None)
                 pending["ids"].extend(chunk.ids)
@@ -297,7 +253,7 @@ def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, tod
             waited = time.perf_counter()
     finally:
         flush()  # keep what was computed, also when interrupted
-        runner.close()
+        embedder.close()
         result.timings = timings
 
 

@@ -1,4 +1,5 @@
-"""ONNX Runtime execution: export a backbone once, cache the .onnx file, run it with deliberate threading.
+"""ONNX Runtime execution: export a backbone once (cached per user, onnx_cache.py), run it with deliberate
+threading.
 
 Why: on a CPU, eager PyTorch spends much of its time outside the convolutions; ONNX Runtime fuses
 Conv+BN+activation and runs MobileNetV2 several times faster on the same two cores (see the README).
@@ -14,13 +15,14 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..backbones.model_outputs import OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP
 from ..errors import MissingDependencyError
+from ..fileio import atomic_path
 
 _log = logging.getLogger(__name__)
 
@@ -44,21 +46,13 @@ def export_onnx(model, path: str | os.PathLike, *, fingerprint: str = "") -> Pat
     """
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     size = model.preprocessing.input_size
     example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".onnx")
-    os.close(handle)
-    try:
-        _export(model, example, tmp)
-        _stamp(tmp, fingerprint)
-        _check(model, tmp, example)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        _export(model, example, str(tmp))
+        _stamp(str(tmp), fingerprint)
+        _check(model, str(tmp), example)
+    return Path(path)
 
 
 def _export(model, example, target: str) -> None:
@@ -118,8 +112,24 @@ def _check(model, target: str, example) -> None:
                            "use --backend torch for this backbone")
 
 
+def graph_matches(path: str | os.PathLike, fingerprint: str, has_map: bool | None = None) -> bool:
+    """True when ``path`` is a loadable graph stamped with ``fingerprint`` (a truncated or foreign file is not)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        runner = OnnxRunner(path, threads=1)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own classes for a damaged file
+        _log.warning("cannot load the ONNX graph %s (%s: %s)", path, type(exc).__name__, exc)
+        return False
+    try:
+        return runner.metadata.get("pixelmine_fingerprint") == fingerprint and \
+            (has_map is None or runner.has_map == has_map)
+    finally:
+        runner.close()
+
+
 class OnnxRunner:
-    """Runs an exported FeatureModel: ``run(uint8 NHWC batch) -> (features, logits or None)``."""
+    """Runs an exported FeatureModel: ``run(uint8 NHWC batch) -> (features, logits or None, map or None)``."""
 
     name = "onnx"
 
@@ -137,11 +147,15 @@ class OnnxRunner:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_map = OUTPUT_MAP in self.output_names
+        self._plain_outputs = [name for name in self.output_names if name != OUTPUT_MAP]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = self.session.run(self.output_names, {self.input_name: pixels})
-        return outputs[0], (outputs[1] if len(outputs) > 1 else None)
+    def run(self, pixels: np.ndarray, *, with_map: bool = False):
+        """(features, logits or None, feature map or None); the map is fetched only when asked for."""
+        names = self._plain_outputs + ([OUTPUT_MAP] if with_map and self.has_map else [])
+        outputs = dict(zip(names, self.session.run(names, {self.input_name: pixels})))
+        return outputs[OUTPUT_FEATURES], outputs.get(OUTPUT_LOGITS), outputs.get(OUTPUT_MAP)
 
     def describe(self) -> str:
         return f"onnxruntime {self.path.name}, {self.threads} threads"

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NotFittedError
+from ..fileio import atomic_save_npy, atomic_save_npz, atomic_write_text
 
 TOP_K_TAGS = 5
 
@@ -61,6 +62,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def folder_name(backbone: str, fingerprint: str) -> str:
+    """``<backbone>-<fingerprint[:12]>``, file-system safe: the folder of one backbone's cache (features/,
+    index/)."""
+    return f"{_safe(backbone)}-{fingerprint[:12]}"
+
+
 class FeatureStore:
     """Read and write the cached features of one backbone in a workspace directory."""
 
@@ -69,7 +76,8 @@ class FeatureStore:
         self.backbone = backbone
         self.fingerprint = fingerprint
         self.info = dict(info or {})  # extra facts for backbone.json (precision, weights, preprocessing)
-        self.dir = Path(workspace_root) / "features" / f"{_safe(backbone)}-{fingerprint[:12]}"
+        self.workspace_root = Path(workspace_root)
+        self.dir = self.workspace_root / "features" / folder_name(backbone, fingerprint)
 
     def _shards(self) -> list[Path]:
         return sorted(self.dir.glob("shard-*.npz")) if self.dir.is_dir() else []
@@ -95,7 +103,7 @@ class FeatureStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "backbone.json"
         if not meta.exists():
-            _atomic_write_text(meta, json.dumps({**self.info, "backbone": self.backbone,
+            atomic_write_text(meta, json.dumps({**self.info, "backbone": self.backbone,
                                                  "fingerprint": self.fingerprint}, sort_keys=True))
         arrays = {"ids": ids, "vectors": vectors}
         if tag_indices is not None:
@@ -156,25 +164,48 @@ class FeatureStore:
                 else:
                     has_tags = False
         matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        _atomic_save(self.dir / "matrix.npy", matrix)
-        _atomic_save(self.dir / "ids.npy", np.asarray(ids, dtype="U64"))
+        atomic_save_npy(self.dir / "matrix.npy", matrix)
+        atomic_save_npy(self.dir / "ids.npy", np.asarray(ids, dtype="U64"))
         if has_tags and tag_i:
-            handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, tag_indices=np.concatenate(tag_i), tag_probs=np.concatenate(tag_p))
-            os.replace(tmp, self.dir / "tags.npz")
-        _atomic_write_text(self.dir / "matrix.stamp", stamp)
+            atomic_save_npz(self.dir / "tags.npz", compressed=False, tag_indices=np.concatenate(tag_i),
+                            tag_probs=np.concatenate(tag_p))
+        atomic_write_text(self.dir / "matrix.stamp", stamp)
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    with os.fdopen(handle, "wb") as out:
-        np.save(out, array)
-    os.replace(tmp, path)
+def load_features(workspace_root: str | os.PathLike, backbone: str, *, precision: str = "fp32") -> FeatureSet:
+    """The cached vectors of ``backbone`` in the workspace at ``workspace_root``.
 
+    The cache of the backbone's current fingerprint (weights + preprocessing + precision) when it exists;
+    else (e.g. the weights package was removed since) the newest cache of that backbone, with a warning.
+    NotFittedError, with the command to run, when nothing was extracted.
+    """
+    import logging
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    from .. import backbones
+    from ..errors import PixelmineError
+
+    name, fingerprint, lookup_error = backbone, None, None
+    try:
+        spec = backbones.get(backbone, root=workspace_root)
+        name = spec.name
+        fingerprint = spec.fingerprint(spec.locate_weights(allow_download=False), precision)
+    except PixelmineError as exc:  # unknown name or no weights here: fall back to what is on disk
+        lookup_error = exc
+    else:
+        store = FeatureStore(workspace_root, name, fingerprint)
+        if store.has_features():
+            return store.load()
+    candidates = sorted(Path(workspace_root).joinpath("features").glob(f"{_safe(name)}-*/backbone.json"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for meta in candidates:
+        info = json.loads(meta.read_text())
+        store = FeatureStore(workspace_root, name, info["fingerprint"])
+        if info.get("backbone") == name and info.get("precision", "fp32") == precision and store.has_features():
+            logging.getLogger(__name__).warning(
+                "using cached %s features with fingerprint %s (the current one is %s)",
+                name, info["fingerprint"][:12], (fingerprint or "unknown")[:12])
+            return store.load()
+    if lookup_error is not None and not candidates:
+        raise lookup_error
+    raise NotFittedError(f"no {name} features in workspace {str(workspace_root)!r} yet; "
+                         f"run: pixelmine extract --backbone {name}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backbones.model_outputs import OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP
+
 
 def pick_device(device: str = "auto") -> str:
     import torch
@@ -22,7 +24,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 class TorchRunner:
-    """Runs a FeatureModel eagerly: ``run(uint8 NHWC batch) -> (features, logits or None)``."""
+    """Runs a FeatureModel eagerly: ``run(uint8 NHWC batch) -> (features, logits or None, map or None)``."""
 
     name = "torch"
 
@@ -35,18 +37,20 @@ class TorchRunner:
         if self.device == "cpu":
             torch.set_num_threads(threads)
         self.model = model.eval().to(self.device)
+        self.has_map = model.has_map
 
-    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, pixels: np.ndarray, *, with_map: bool = False):
         import torch
 
         batch = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device != "cpu":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
+        self.model.with_map = with_map and self.has_map
         with torch.inference_mode():
             out = self.model(batch)
-        features, logits = out if isinstance(out, tuple) else (out, None)
-        return (features.float().cpu().numpy(),
-                None if logits is None else logits.float().cpu().numpy())
+        out = dict(zip(self.model.output_names, out if isinstance(out, tuple) else (out,)))
+        return tuple(None if out.get(name) is None else out[name].float().cpu().numpy()
+                     for name in (OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP))
 
     def describe(self) -> str:
         return f"torch eager on {self.device}" + (f", {self.threads} threads" if self.device == "cpu" else "")

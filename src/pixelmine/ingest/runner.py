@@ -219,23 +219,15 @@ def ingest(catalog: Catalog, sources=None, *, manifest=None, config: IngestConfi
                                include=config.include, exclude=config.exclude, path_column=config.path_column,
                                label_column=config.label_column)
     run_config = {**asdict(config), "sources": [s.key for s in resolved]}
-    run_id = catalog.start_run("ingest", run_config)
-    result = IngestResult(run_id=run_id)
-    callback, close_progress = resolve_progress(progress, "ingest")
-    try:
-        _ingest_sources(catalog, resolved, config, result, callback)
-    except KeyboardInterrupt:
-        result.elapsed_s = time.monotonic() - started
-        catalog.finish_run(run_id, "interrupted", counts=result.to_dict())
-        raise
-    except BaseException as exc:
-        result.elapsed_s = time.monotonic() - started
-        catalog.finish_run(run_id, "failed", counts=result.to_dict(), error=f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        close_progress()
-    result.elapsed_s = time.monotonic() - started
-    catalog.finish_run(run_id, "completed", counts=result.to_dict())
+    with catalog.run("ingest", run_config, inputs={"sources": [s.key for s in resolved]}) as run:
+        result = IngestResult(run_id=run.id)
+        callback, close_progress = resolve_progress(progress, "ingest")
+        try:
+            _ingest_sources(catalog, resolved, config, result, callback)
+        finally:
+            close_progress()
+            result.elapsed_s = time.monotonic() - started
+            run.counts.update(result.to_dict())
     return result
 
 

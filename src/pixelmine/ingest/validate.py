@@ -16,6 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 from .sniff import explain_unidentified, sniff
+from ..fileio import sha256_file
 
 # What each status means, in the words the CLI, the README and the report use.
 STATUSES: dict[str, str] = {
@@ -137,7 +138,7 @@ def validate_file(path: str, limits: ValidationLimits = ValidationLimits()) -> F
     if size > limits.max_bytes:
         # Hash it anyway, in chunks, so that the image still has an identity in the catalog.
         try:
-            digest = _sha256_of_file(path)
+            digest = sha256_file(path)
         except OSError as exc:
             return FileRecord(path, size, mtime_ns, "unreadable", _read_error(exc))
         return FileRecord(path, size, mtime_ns, "too_large",
@@ -170,14 +171,6 @@ def validate_file(path: str, limits: ValidationLimits = ValidationLimits()) -> F
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
     return record
-
-
-def _sha256_of_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_error(exc: OSError) -> str:

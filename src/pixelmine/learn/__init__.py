@@ -5,7 +5,8 @@
     probe.py     train a head: search, refit, test, OOF                   finetune*.py PyTorch fine-tuning
     metrics.py   evaluation (sklearn metrics + bootstrap, ECE, mistakes)  plots.py     confusion / reliability PNGs
     oof.py       out-of-fold probabilities                                novelty.py   distance to the training data
-    model.py     a saved model: predict, evaluate                         artifacts.py models/<name>/ on disk
+    model.py     a saved model: predict, evaluate (probe_model.py, finetuned_model.py; loading.py picks)
+    artifacts.py models/<name>/ on disk                                  tta.py       test-time moves
     train.py     the whole `pixelmine train`                              predictions.py, embed.py: prediction I/O
 
 Importing this package loads no scikit-learn or torch; the functions below import them when called.
@@ -25,9 +26,9 @@ def train(ws, config: TrainConfig | None = None, **options):
 
 def load_model(ws, name: str | None = None):
     """Load the model ``name`` of ``ws`` (default: the most recently trained)."""
-    from .model import Model
+    from .loading import load_model as _load
 
-    return Model.load(ws, name)
+    return _load(ws, name)
 
 
 __all__ = ["HEAD_NAMES", "FinetuneConfig", "SplitConfig", "TrainConfig", "load_model", "train"]

@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from .._version import __version__
 from ..errors import InputError, NotFittedError
+from ..fileio import atomic_path, atomic_write_json
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
@@ -48,41 +47,11 @@ def model_dir(ws, name: str) -> Path:
     return model_path(ws.root, name)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
-
-
-def atomic_savez(path: Path, **arrays) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(handle, "wb") as out:
-        np.savez_compressed(out, **arrays)
-    os.replace(tmp, path)
-
-
 def atomic_joblib(path: Path, obj) -> None:
     import joblib
 
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".joblib")
-    os.close(handle)
-    joblib.dump(obj, tmp, compress=3)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        joblib.dump(obj, tmp, compress=3)
 
 
 def prepare_dir(ws, name: str, *, keep_checkpoints: bool) -> Path:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..runs import image_set
 from ..errors import InputError
 from .config import SPLIT_NAMES, SplitConfig
 from .splits import assign_splits, near_duplicate_groups, normalise_split_values, straddling_groups
@@ -75,7 +77,7 @@ class SplitResult:
                 "notes": self.notes}
 
 
-def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
+def labelled_images(catalog, *, exclude_classes=()) -> LabelledSet:
     """The workspace's ok images that carry a label, minus ``exclude_classes``; checked for training.
     Labels are :func:`pixelmine.corrections.effective_labels`: the newest correction of an image wins, and
     an image a person marked ``ignore`` is left out.
@@ -84,8 +86,8 @@ def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
     """
     from ..corrections import effective_labels
 
-    effective = effective_labels(ws)  # people's corrections applied; images marked 'ignore' left out
-    usable = ws.images(status="ok")
+    effective = effective_labels(catalog)  # people's corrections applied; images marked 'ignore' left out
+    usable = catalog.images(status="ok")
     rows = [dict(r, label=effective[r["id"]]) for r in usable if r["id"] in effective]
     ignored = len(usable) - len(rows)
     exclude = set(exclude_classes or ())
@@ -100,7 +102,7 @@ def labelled_images(ws, *, exclude_classes=()) -> LabelledSet:
                        paths=[r["path"] for r in kept], metadata=[r["metadata"] for r in kept],
                        unlabelled=sum(1 for r in rows if r["label"] is None), excluded=excluded,
                        ignored=ignored)
-    check_trainable(data.labels, total_ok=len(rows), workspace=str(ws.root))
+    check_trainable(data.labels, total_ok=len(rows), workspace=os.path.dirname(catalog.path))
     return data
 
 
@@ -178,15 +180,15 @@ def _split_stamp(data: LabelledSet, config: SplitConfig) -> dict:
     return {"config": asdict(config), "data": data_fingerprint(data.ids, data.labels)}
 
 
-def stored_splits(ws, data: LabelledSet, config: SplitConfig) -> np.ndarray | None:
+def stored_splits(catalog, data: LabelledSet, config: SplitConfig) -> np.ndarray | None:
     """The catalog's splits for ``data`` if they were made with ``config`` for exactly these images."""
-    rows = ws.catalog.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
+    rows = catalog.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
     if not rows or json.loads(rows[0]["value"]).get("stamp") != _split_stamp(data, config):
         return None
     by_id = {}
     for start in range(0, len(data.ids), 500):
         chunk = data.ids[start:start + 500]
-        for row in ws.catalog.query(f"SELECT id, split FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+        for row in catalog.query(f"SELECT id, split FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk):
             by_id[row["id"]] = row["split"]
     splits = [by_id.get(i) for i in data.ids]
     if any(s not in SPLIT_NAMES for s in splits):
@@ -194,24 +196,24 @@ def stored_splits(ws, data: LabelledSet, config: SplitConfig) -> np.ndarray | No
     return np.asarray(splits, dtype=str)
 
 
-def write_splits(ws, data: LabelledSet, result: SplitResult, config: SplitConfig) -> None:
+def write_splits(catalog, data: LabelledSet, result: SplitResult, config: SplitConfig) -> None:
     """Store the split in ``images.split`` (NULL for every other image) and its stamp in ``meta``."""
     stamp = json.dumps({"stamp": _split_stamp(data, config), "summary": result.summary(),
                         "groups": result.groups.tolist()}, sort_keys=True)
-    with ws.catalog.transaction() as conn:
+    with catalog.transaction() as conn:
         conn.execute("UPDATE images SET split = NULL WHERE split IS NOT NULL")
         conn.executemany("UPDATE images SET split = ? WHERE id = ?", zip(result.splits.tolist(), result.ids))
         conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                      (META_KEY, stamp))
 
 
-def ensure_splits(ws, data: LabelledSet, config: SplitConfig, vectors: np.ndarray | None = None, *,
+def ensure_splits(catalog, data: LabelledSet, config: SplitConfig, vectors: np.ndarray | None = None, *,
                   resplit: bool = False) -> SplitResult:
     """Reuse the stored split when it matches (same images, labels and settings); else split and store."""
     if not resplit:
-        splits = stored_splits(ws, data, config)
+        splits = stored_splits(catalog, data, config)
         if splits is not None:
-            rows = ws.catalog.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
+            rows = catalog.query("SELECT value FROM meta WHERE key = ?", (META_KEY,))
             summary = json.loads(rows[0]["value"])["summary"]
             stored_groups = json.loads(rows[0]["value"]).get("groups")
             groups = (np.asarray(stored_groups, dtype=np.int64) if stored_groups is not None
@@ -222,6 +224,10 @@ def ensure_splits(ws, data: LabelledSet, config: SplitConfig, vectors: np.ndarra
                                grouped_images=summary.get("grouped_images", 0),
                                largest_group=summary.get("largest_group", 1),
                                straddling_groups=straddling_groups(groups, splits), notes=summary.get("notes", []))
-    result = compute_splits(data, config, vectors)
-    write_splits(ws, data, result, config)
+    with catalog.run("split", asdict(config), inputs={"images": image_set(data.ids)}) as run:
+        result = compute_splits(data, config, vectors)
+        write_splits(catalog, data, result, config)
+        run.counts.update({name: int((result.splits == name).sum()) for name in SPLIT_NAMES})
+        run.metrics.update(source=result.source, near_duplicate_pairs=result.near_duplicate_pairs,
+                           largest_group=result.largest_group)
     return result

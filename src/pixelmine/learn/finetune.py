@@ -34,9 +34,11 @@ from ..progress import resolve_progress
 from . import artifacts
 from .config import TrainConfig
 from .metrics import evaluate
+from .outcome import TrainOutcome
 from .network import ImageDataset, augmentation, build_network, set_trainable, train_mode, tta_moves, tta_views
 from .novelty import NoveltyScorer
 from .search import stratified_subsample
+from ..fileio import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 5.0  # gradient clipping: one odd batch cannot throw the pretrained weights far
@@ -283,16 +285,14 @@ def _fmt(value) -> str:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: TrainConfig, *, resume: bool = False,
                    progress="auto", on_epoch=None):
     """Fine-tune ``config.backbone`` on the split; returns a TrainOutcome (see train.py)."""
     from .probe import base_head, fit_oof
-    from .train import TrainOutcome
 
     ft = config.finetune
     device = resolve_device(ft.device)
@@ -349,7 +349,7 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
     net_cpu = net.to("cpu")
     _atomic_torch_save(net_cpu.state_dict(), directory / "weights.pt")
     artifacts.atomic_joblib(directory / "novelty.joblib", novelty)
-    artifacts.atomic_write_json(directory / "history.json", state)
+    atomic_write_json(directory / "history.json", state)
     network_info = {**spec, "dropout": ft.dropout, "tta_moves": tta_moves(ft)}
     return TrainOutcome(
         kind="finetune", head_params={"frozen_epochs": ft.frozen_epochs, "epochs": ft.epochs,
@@ -361,69 +361,6 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
                  "best_epoch": state["best_epoch"], "device": device,
                  "probe_init": None if initialised is None else initialised["params"]},
         notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"]})
-
-
-# -- prediction with a saved fine-tuned model ----------------------------------------------------------
-def load_network(model):
-    """(FinetuneNet on CPU in eval mode, NoveltyScorer) of a saved fine-tuned model; cached on the model."""
-    if model._network is None:
-        import joblib
-
-        info = model.info["network"]
-        net = build_network(model.backbone, len(model.classes), info["dropout"])
-        net.load_state_dict(torch.load(model.dir / "weights.pt", map_location="cpu", weights_only=True))
-        model._network = (net.eval(), joblib.load(model.dir / "novelty.joblib"))
-    return model._network
-
-
-def _saved_moves(info: dict) -> list[str]:
-    if "tta_moves" in info:
-        return list(info["tta_moves"])
-    # models saved before tta_moves: the plain image and its horizontal (and vertical) flip when tta was on
-    return (["hflip"] + (["vflip"] if info.get("vflip") else [])) if info.get("tta") else []
-
-
-def network_predict_files(model, files: list[str], *, progress=False, batch_size: int = 32):
-    """(probs, novelty, ok rows, {row: error}) of image files through a fine-tuned model."""
-    net, novelty = load_network(model)
-    info = model.info["network"]
-    errors: dict[int, str] = {}
-    dataset = _dataset(files, np.zeros(len(files), dtype=np.int64), info)
-    report, close = resolve_progress(progress, f"predict {model.name}")
-    probs_all, feats_all, ok_all = [], [], []
-    try:
-        done = 0
-        for pixels, targets, ok in _loader(dataset, batch_size):
-            p, f, o = predict_loader(net, [(pixels, targets, ok)], device="cpu", moves=_saved_moves(info))
-            probs_all.append(p)
-            feats_all.append(f)
-            ok_all.append(o)
-            done += len(targets)
-            report(done, len(files))
-    finally:
-        close()
-    ok = np.concatenate(ok_all) if ok_all else np.zeros(0, bool)
-    for row in np.flatnonzero(~ok):
-        errors[int(row)] = _decode_error(files[row])
-    rows = np.flatnonzero(ok).tolist()
-    if not rows:
-        return np.zeros((0, len(model.classes))), np.zeros(0), rows, errors
-    probs = np.concatenate(probs_all)[ok]
-    feats = np.concatenate(feats_all)[ok]
-    return probs, novelty.novelty(feats), rows, errors
-
-
-def _decode_error(path: str) -> str:
-    """Why a file could not be decoded, in words (the dataset only knows that it failed)."""
-    from ..imaging.decode import open_rgb
-
-    try:
-        open_rgb(path)
-    except OSError as exc:
-        return f"cannot decode the image ({type(exc).__name__}: {exc}); check the file, or re-export it"
-    except Exception as exc:  # noqa: BLE001
-        return f"cannot decode the image ({type(exc).__name__}: {exc})"
-    return "cannot decode the image"
 
 
 def history_table(directory: Path) -> list[dict]:

@@ -1,4 +1,4 @@
-"""A trained model loaded from ``models/<name>/``: predict on image files, evaluate, read its OOF probabilities.
+"""A trained model in ``models/<name>/``: predict on image files, evaluate, read its OOF probabilities.
 
     model = ws.model("logreg-mobilenet_v2")         # or pixelmine.load_model(ws, name)
     model.predict(["new/photo.jpg", "more/"])       # Predictions (label, probability, top-k, uncertain)
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,18 @@ from ..errors import InputError, NotFittedError
 from . import artifacts
 from .metrics import Evaluation, evaluate, label_indices
 from .predictions import Predictions, build_predictions, error_prediction, expand_inputs
+from ..fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
 class Model:
-    """A finished model folder. Loading reads only that folder (never the training data)."""
+    """A finished model folder. Loading reads only that folder (never the training data).
+
+    The base of :class:`~.probe_model.ProbeModel` (a head on cached backbone features) and
+    :class:`~.finetuned_model.FinetunedModel` (a fine-tuned network); :func:`~.loading.load_model` picks
+    the class from ``model.json``. Each says how files become probabilities; everything else is shared.
+    """
 
     def __init__(self, workspace, directory: str | Path):
         self.workspace = workspace
@@ -35,24 +42,11 @@ class Model:
         self.classes: list[str] = list(self.info["classes"])
         self.min_confidence: float = float(self.info["uncertainty"]["min_confidence"])
         self.min_margin: float = float(self.info["uncertainty"].get("min_margin", 0.0))
-        self._bundle = None
-        self._network = None
 
     def __repr__(self) -> str:
         acc = self.info.get("test_metrics", {}).get("accuracy")
         return (f"Model({self.name!r}, {self.kind} {self.head} on {self.backbone}, {len(self.classes)} classes"
                 + (f", test accuracy {acc:.3f})" if acc is not None else ")"))
-
-    @classmethod
-    def load(cls, workspace, name: str | None = None) -> "Model":
-        """The model ``name`` of ``workspace``; ``None`` loads the most recently trained one."""
-        name = name or artifacts.default_model_name(workspace)
-        directory = artifacts.model_dir(workspace, name)
-        if not directory.is_dir():
-            known = [m["name"] for m in artifacts.list_models(workspace)]
-            raise NotFittedError(f"no model named {name!r} in workspace {str(workspace.root)!r}; "
-                                 + (f"models: {', '.join(known)}" if known else "train one with: pixelmine train"))
-        return cls(workspace, directory)
 
     # -- stored results -----------------------------------------------------------------------------
     @property
@@ -74,7 +68,7 @@ class Model:
         from .data import data_fingerprint, labelled_images
 
         try:
-            data = labelled_images(self.workspace, exclude_classes=self.config.get("exclude_classes") or ())
+            data = labelled_images(self.workspace.catalog, exclude_classes=self.config.get("exclude_classes") or ())
             features = self.workspace.features(self.backbone)
         except (InputError, NotFittedError):
             return False
@@ -92,60 +86,47 @@ class Model:
         with np.load(self.dir / "oof.npz", allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
-    # -- computing --------------------------------------------------------------------------------
-    def _probe_bundle(self) -> dict:
-        if self._bundle is None:
-            import joblib
+    # -- computing: each kind of model says how image files become class probabilities ----------------
+    def embedder(self, *, threads: int | None = None):
+        """A resident :class:`~pixelmine.features.embedder.Embedder` for this model's network (the caller
+        closes it); the server keeps one per prediction thread."""
+        raise NotImplementedError
 
-            self._bundle = joblib.load(self.dir / "head.joblib")
-        return self._bundle
+    def probabilities(self, embedder, files: list[str], *, progress=False):
+        """(probs (n, K), novelty (n,), rows, {row: error}) for image ``files`` through ``embedder``."""
+        raise NotImplementedError
 
-    def predict_features(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (N, K), novelty (N,)) for feature vectors of this model's backbone (probes only)."""
-        if self.kind != "probe":
-            raise InputError(f"model {self.name!r} is fine-tuned and predicts from images, not feature vectors; "
-                             "use model.predict(paths)")
-        bundle = self._probe_bundle()
-        X = np.asarray(X, dtype=np.float32)
-        return bundle["head"].predict_proba(X), bundle["novelty"].novelty(X)
+    def _test_probabilities(self, rows: list[dict], progress) -> np.ndarray:
+        """Probabilities of the model's current test images (catalog rows), for :meth:`evaluate`."""
+        probs, _, ok, errors = self._embed_rows([r["path"] for r in rows], list(range(len(rows))), {}, progress)
+        if errors:
+            first = min(errors)
+            raise InputError(f"{len(errors)} test images could not be read, e.g. {rows[first]['path']!r}: "
+                             f"{errors[first]}")
+        return probs
 
-    def _cached_features(self, image_ids: list[str]) -> dict[str, np.ndarray]:
-        """Vectors of ``image_ids`` already in the workspace cache (same backbone fingerprint)."""
-        from ..features import FeatureStore
-
-        store = FeatureStore(self.workspace.root, self.backbone, self.info["feature_fingerprint"])
-        try:
-            features = store.load()
-        except NotFittedError:
-            return {}
-        position = {i: r for r, i in enumerate(features.ids)}
-        return {i: np.asarray(features.vectors[position[i]]) for i in image_ids if i in position}
-
-    def _probs_for_files(self, files: list[str], image_ids: list[str | None], progress):
+    def _probabilities_for_files(self, files: list[str], image_ids: list[str | None], progress):
         """(probs, novelty, ok rows, {row: error}) for readable files."""
-        if self.kind == "finetune":
-            from .finetune import network_predict_files
-
-            return network_predict_files(self, files, progress=progress)
-        from .embed import embed_files
-
-        cached = self._cached_features([i for i in image_ids if i])
-        vectors: dict[int, np.ndarray] = {r: cached[i] for r, i in enumerate(image_ids) if i in cached}
-        todo = [r for r in range(len(files)) if r not in vectors and image_ids[r] is not None]
         errors: dict[int, str] = {r: "the file cannot be read" for r, i in enumerate(image_ids) if i is None}
+        todo = [r for r in range(len(files)) if image_ids[r] is not None]
+        return self._embed_rows(files, todo, errors, progress)
+
+    def _embed_rows(self, files, todo: list[int], errors: dict[int, str], progress, known=None):
+        """Embed ``files[todo]`` (plus ``known`` {row: probability row, novelty} already computed)."""
+        probs_by_row: dict[int, tuple[np.ndarray, float]] = dict(known or {})
         if todo:
-            fresh, fresh_errors = embed_files(self.workspace.root, self.backbone, [files[r] for r in todo],
-                                              fingerprint=self.info["feature_fingerprint"], progress=progress)
-            for k, r in enumerate(todo):
-                if k in fresh_errors:
-                    errors[r] = fresh_errors[k]
-                else:
-                    vectors[r] = fresh[k]
-        ok = sorted(vectors)
+            with self.embedder() as embedder:
+                probs, novelty, rows, fresh_errors = self.probabilities(embedder, [files[r] for r in todo],
+                                                                        progress=progress)
+            for k, message in fresh_errors.items():
+                errors[todo[k]] = decode_message(message)
+            for k, p, n in zip(rows, probs, novelty):
+                probs_by_row[todo[k]] = (p, n)
+        ok = sorted(probs_by_row)
         if not ok:
             return np.zeros((0, len(self.classes))), np.zeros(0), ok, errors
-        probs, novelty = self.predict_features(np.stack([vectors[r] for r in ok]))
-        return probs, novelty, ok, errors
+        return (np.stack([probs_by_row[r][0] for r in ok]), np.asarray([probs_by_row[r][1] for r in ok]), ok,
+                errors)
 
     def predict(self, paths, *, top_k: int = 3, progress=False) -> Predictions:
         """Predict image files, folders or glob patterns. Unreadable files become error rows (``error`` set);
@@ -157,7 +138,7 @@ class Model:
         from .embed import file_ids
 
         image_ids, hash_errors = file_ids(files)
-        probs, novelty, ok, errors = self._probs_for_files(files, image_ids, progress)
+        probs, novelty, ok, errors = self._probabilities_for_files(files, image_ids, progress)
         errors = {**errors, **hash_errors}
         rows = build_predictions(probs, novelty, self.classes, top_k=min(top_k, len(self.classes)),
                                  min_confidence=self.min_confidence, min_margin=self.min_margin,
@@ -182,24 +163,19 @@ class Model:
         if (paths is None) != (labels is None):
             raise InputError("give both paths and labels (one label per file), or neither to evaluate on the "
                              "model's test split")
-        run_id = self.workspace.catalog.start_run(
-            "evaluate", {"model": self.name, "on": "files" if paths is not None else "test split",
-                         "n_bootstrap": n_bootstrap}) if save else None
-        try:
-            result = self._evaluate(paths, labels, progress=progress, n_bootstrap=n_bootstrap)
-        except BaseException as exc:
-            if run_id is not None:
-                self.workspace.catalog.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            raise
-        if save:
+        if not save:
+            return self._evaluate(paths, labels, progress=progress, n_bootstrap=n_bootstrap)
+        config = {"model": self.name, "on": "files" if paths is not None else "test split", "n_bootstrap": n_bootstrap}
+        with self.workspace.catalog.run("evaluate", config, inputs={"model": self.name,
+                                                                    "data_fingerprint": self.info.get("data_fingerprint")}) as run:
             from .plots import confusion_png, reliability_png
 
-            artifacts.atomic_write_json(self.dir / "evaluation.json", result.to_dict())
+            result = self._evaluate(paths, labels, progress=progress, n_bootstrap=n_bootstrap)
+            atomic_write_json(self.dir / "evaluation.json", result.to_dict())
             confusion_png(result, self.dir / "evaluation_confusion_matrix.png", title=f"{self.name}: evaluation")
             reliability_png(result, self.dir / "evaluation_reliability.png")
-            self.workspace.catalog.finish_run(run_id, "completed", counts={"images": result.n},
-                                              metrics={k: result.metrics[k] for k in
-                                                       ("accuracy", "balanced_accuracy", "macro_f1")})
+            run.counts["images"] = result.n
+            run.metrics.update({k: result.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")})
         return result
 
     def _evaluate(self, paths, labels, *, progress, n_bootstrap: int) -> Evaluation:
@@ -211,8 +187,6 @@ class Model:
             label_indices(labels, self.classes, what="the given labels")
             predictions = self.predict(paths, top_k=len(self.classes), progress=progress)
             by_path = {p.path: p for p in predictions if p.ok}
-            import os
-
             keep = [(by_path[os.path.abspath(p)], y) for p, y in zip(paths, labels) if os.path.abspath(p) in by_path]
             if not keep:
                 raise InputError("none of the given files could be read; nothing to evaluate")
@@ -234,18 +208,10 @@ class Model:
                              "with a label; evaluate on files instead: model.evaluate(paths, labels)")
         labels = [r["label"] for r in rows]
         label_indices(labels, self.classes, what=f"the current labels of model {self.name!r}'s test images")
-        if self.kind == "probe":
-            cached = self._cached_features([r["id"] for r in rows])
-            missing = [r for r in rows if r["id"] not in cached]
-            if missing:
-                raise NotFittedError(f"{len(missing)} test images have no cached {self.backbone} features; run: "
-                                     f"pixelmine extract --backbone {self.backbone}")
-            probs, _ = self.predict_features(np.stack([cached[r["id"]] for r in rows]))
-        else:
-            from .finetune import network_predict_files
-
-            probs, _, ok, errors = network_predict_files(self, [r["path"] for r in rows], progress=progress)
-            if errors:
-                raise InputError(f"{len(errors)} test images could not be read, e.g. {rows[min(errors)]['path']!r}: "
-                                 f"{errors[min(errors)]}")
+        probs = self._test_probabilities(rows, progress)
         return evaluate(labels, probs, self.classes, ids=[r["id"] for r in rows], n_bootstrap=n_bootstrap)
+
+
+def decode_message(message: str) -> str:
+    """A decoder's complaint about a file to predict, with the fix that fits a file the user just gave."""
+    return message.split("; re-export")[0] + "; check the file, or re-export it"

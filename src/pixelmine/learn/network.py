@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..imaging.decode import open_rgb, prepare
+from .tta import TTA_MOVES
 
 
 class FinetuneNet(nn.Module):
@@ -205,7 +206,6 @@ def augmentation(config, input_size: int, interpolation: str) -> Augmentation:
     return Augmentation(config, input_size, interpolation)
 
 
-TTA_MOVES = ("hflip", "vflip", "rot90", "rot180", "rot270")
 
 
 def tta_moves(config) -> list[str]:

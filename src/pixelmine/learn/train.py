@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,26 +17,11 @@ from ..progress import resolve_progress
 from . import artifacts
 from .config import TrainConfig
 from .data import LabelledSet, SplitResult, data_fingerprint, ensure_splits, labelled_images
-from .metrics import Evaluation
+from .outcome import TrainOutcome
+from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_text
+from ..runs import image_set
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainOutcome:
-    """What a training path (probe or fine-tuning) hands back to be saved."""
-
-    kind: str  # probe | finetune
-    head_params: dict
-    test: Evaluation
-    oof_probs: np.ndarray
-    oof_folds: np.ndarray
-    oof: Evaluation
-    oof_model: str  # which model produced the out-of-fold probabilities
-    search: dict | None = None
-    timings: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    extra_info: dict = field(default_factory=dict)  # merged into model.json (e.g. preprocessing)
 
 
 def default_min_confidence(n_classes: int) -> float:
@@ -90,19 +75,19 @@ def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resum
     ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning;
     ``on_epoch(record)`` receives each fine-tuning epoch's losses and accuracies.
     """
-    from .model import Model
+    from .loading import open_model
 
     if config is None or overrides:
         base = config.to_dict() if config is not None else {}
         config = TrainConfig.from_mapping(base, **overrides)
     config.check()
-    run_id = ws.catalog.start_run("train", {**config.to_dict(), "resplit": resplit, "resume": resume})
     started = time.perf_counter()
-    try:
-        data = labelled_images(ws, exclude_classes=config.exclude_classes)
+    with ws.catalog.run("train", {**config.to_dict(), "resplit": resplit, "resume": resume}) as run:
+        data = labelled_images(ws.catalog, exclude_classes=config.exclude_classes)
         features, data, notes = features_for(ws, config.backbone, data, progress=progress)
         X = np.asarray(features.vectors[features.rows(data.ids)], dtype=np.float32)
-        split = ensure_splits(ws, data, config.split, X, resplit=resplit)
+        run.inputs.update(fingerprint=features.fingerprint, images=image_set(data.ids))
+        split = ensure_splits(ws.catalog, data, config.split, X, resplit=resplit)
         if not (split.splits == "test").any():
             raise InputError(f"the test split is empty ({len(split.ids)} labelled images, split {split.source}); "
                              "a model must be measured on images it did not learn from: label more images, "
@@ -117,18 +102,11 @@ def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resum
             outcome = _train_probe(directory, X, split, config, progress)
         outcome.notes[:0] = notes + split.notes
         outcome.timings["total_s"] = round(time.perf_counter() - started, 3)
-        _save(directory, config, features, split, outcome, run_id)
-        headline = {k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-        ws.catalog.finish_run(run_id, "completed",
-                              counts={s: int((split.splits == s).sum()) for s in ("train", "val", "test")},
-                              metrics={**headline, "model": config.model_name})
-    except KeyboardInterrupt:
-        ws.catalog.finish_run(run_id, "interrupted", error="interrupted")
-        raise
-    except BaseException as exc:
-        ws.catalog.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    return Model(ws, directory)
+        _save(directory, config, features, split, outcome, run.id)
+        run.counts.update({s: int((split.splits == s).sum()) for s in ("train", "val", "test")})
+        run.metrics.update({k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+                           model=config.model_name)
+    return open_model(ws, directory)
 
 
 def _train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
@@ -150,21 +128,21 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
 
     classes = outcome.test.classes
     ids = np.asarray(split.ids, dtype="U64")
-    artifacts.atomic_savez(directory / "oof.npz", ids=ids, labels=split.labels.astype(str),
+    atomic_save_npz(directory / "oof.npz", ids=ids, labels=split.labels.astype(str),
                            classes=np.asarray(classes, dtype=str), probs=outcome.oof_probs.astype(np.float32),
                            folds=outcome.oof_folds, splits=split.splits.astype(str))
-    artifacts.atomic_savez(directory / "data.npz", ids=ids, labels=split.labels.astype(str),
+    atomic_save_npz(directory / "data.npz", ids=ids, labels=split.labels.astype(str),
                            splits=split.splits.astype(str), groups=split.groups)
     metrics = {"test": outcome.test.to_dict(), "oof": outcome.oof.to_dict(), "oof_model": outcome.oof_model,
                "search": outcome.search, "split": split.summary(), "timings": outcome.timings,
                "notes": outcome.notes}
-    artifacts.atomic_write_json(directory / "metrics.json", metrics)
-    artifacts.atomic_write_json(directory / "confusion_matrix.json",
+    atomic_write_json(directory / "metrics.json", metrics)
+    atomic_write_json(directory / "confusion_matrix.json",
                                 {"classes": classes, "rows": "true", "columns": "predicted",
                                  "matrix": outcome.test.confusion})
     confusion_png(outcome.test, directory / "confusion_matrix.png", title=f"{config.model_name}: test")
     reliability_png(outcome.test, directory / "reliability.png")
-    artifacts.atomic_write_json(directory / "config.json", config.to_dict())
+    atomic_write_json(directory / "config.json", config.to_dict())
     info = {
         "name": config.model_name,
         "kind": outcome.kind,
@@ -184,6 +162,6 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
         "created_at": utc_now(),
         **outcome.extra_info,
     }
-    artifacts.atomic_write_text(directory / "card.md", artifacts.model_card(info, metrics, split.summary(),
+    atomic_write_text(directory / "card.md", artifacts.model_card(info, metrics, split.summary(),
                                                                              config.to_dict()))
     artifacts.write_model_info(directory, info)  # last: its presence marks the model as finished

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +12,7 @@ from . import sections
 from .html import page
 from .thumbs import Thumbnails
 from ..defaults import DEFAULT_BACKBONE
+from ..fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +38,7 @@ def write_report(ws, output=None, *, backbone: str = DEFAULT_BACKBONE, model: st
     """Write the report to ``output`` (default ``reports/report.html`` in the workspace); returns the path."""
     started = time.monotonic()
     target = Path(output) if output is not None else ws.path(*REPORT_FILE)
-    target.parent.mkdir(parents=True, exist_ok=True)
     text = render(ws, backbone=backbone, model=model)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".html")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-    os.replace(tmp, target)
+    atomic_write_text(target, text)
     log.info("report: %s (%.1f MB) in %.1f s", target, len(text) / 1e6, time.monotonic() - started)
     return target

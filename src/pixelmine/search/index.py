@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
-from ..features.store import _safe
+from ..features.store import folder_name
+from ..fileio import atomic_path, atomic_save_npy, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def stamp_of(ids, vectors: np.ndarray, fingerprint: str) -> str:
 
 
 def index_dir(workspace_root: str | os.PathLike, backbone: str, fingerprint: str) -> Path:
-    return Path(workspace_root) / "index" / f"{_safe(backbone)}-{fingerprint[:12]}"
+    return Path(workspace_root) / "index" / folder_name(backbone, fingerprint)
 
 
 class VectorIndex:
@@ -99,24 +99,12 @@ class VectorIndex:
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: Path) -> Path:
         faiss = _faiss()
-        directory.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".faiss")
-        os.close(handle)
-        faiss.write_index(self._index, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, directory / "vectors.faiss")
-        handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npy")
-        with os.fdopen(handle, "wb") as out:
-            np.save(out, np.asarray(self.ids, dtype="U64"))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, directory / "ids.npy")
+        with atomic_path(directory / "vectors.faiss") as tmp:
+            faiss.write_index(self._index, str(tmp))
+        atomic_save_npy(directory / "ids.npy", np.asarray(self.ids, dtype="U64"))
         meta = {"backbone": self.backbone, "fingerprint": self.fingerprint, "stamp": self.stamp,
                 "size": len(self.ids), "dim": self.dim, "kind": "IndexFlatIP (cosine on L2-normalised vectors)"}
-        handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(handle, "w") as out:
-            json.dump(meta, out, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, directory / "index.json")  # written last: its stamp vouches for the two files above
+        atomic_write_json(directory / "index.json", meta, indent=1)  # last: its stamp vouches for the two above
         return directory
 
     @classmethod

@@ -8,7 +8,6 @@ cached features, so its vector is comparable.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from ..errors import InputError, NotFittedError
 from .index import VectorIndex
 from ..defaults import DEFAULT_BACKBONE
+from ..fileio import sha256_file
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -55,11 +55,7 @@ def resolve(catalog, image: str) -> Query:
     if rows:
         return Query(rows[0]["image_id"], str(path), "path")
     if path.is_file():
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        image_id = digest.hexdigest()
+        image_id = sha256_file(path)
         known = catalog.query("SELECT id FROM images WHERE id = ?", (image_id,))
         return Query(image_id if known else None, str(path), "file-catalogued" if known else "file-new")
     lowered = text.lower()
@@ -76,35 +72,15 @@ def resolve(catalog, image: str) -> Query:
 
 
 def embed_file(path: str, backbone: str, fingerprint: str, workspace_root) -> np.ndarray:
-    """The feature vector of one image file, computed exactly like the cached features: through the
-    extraction pipeline (:func:`pixelmine.learn.embed.embed_files`) when it is available, else by the
-    backbone in PyTorch with the same decode and preprocessing."""
-    try:
-        from ..learn.embed import embed_files
-    except ImportError:
-        embed_files = None
-    if embed_files is not None:
-        vectors, errors = embed_files(workspace_root, backbone, [path], fingerprint=fingerprint)
-        if 0 in errors:
-            raise InputError(f"cannot use {path!r} as a query: {errors[0]}")
-        return vectors[0].astype(np.float32)[None]
-    import torch
+    """The feature vector (1, D) of one image file, computed exactly like the cached features (same
+    backbone, weights, decode and preprocessing) by the one embedder of :mod:`pixelmine.features`."""
+    from ..features.embedder import Embedder
 
-    from .. import backbones
-    from ..imaging.decode import load_pixels
-
-    model = backbones.create(backbone)
-    prep = model.preprocessing
-    try:
-        pixels = load_pixels(path, input_size=prep.input_size, resize=prep.resize,
-                             interpolation=prep.interpolation)
-    except Exception as exc:  # a decoder error of any kind: the file cannot be used as a query
-        raise InputError(f"cannot decode {path!r} as an image ({type(exc).__name__}: {exc}); "
-                         "give a readable image file") from exc
-    with torch.inference_mode():
-        output = model(torch.from_numpy(pixels[None]))
-    features = output[0] if isinstance(output, tuple) else output
-    return features.numpy().astype(np.float32)
+    with Embedder.open(backbone, root=workspace_root, fingerprint=fingerprint) as embedder:
+        embedded = embedder.embed_files([path])
+    if 0 in embedded.errors:
+        raise InputError(f"cannot use {path!r} as a query: {embedded.errors[0]}")
+    return embedded.features[:1].astype(np.float32)
 
 
 def similar(ws, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE) -> tuple[Query, list[Neighbour]]:

@@ -215,13 +215,13 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     @app.post("/labels/{image_id}", tags=["labels"], dependencies=[Depends(require_token)],
               summary="Record a label correction (never written into your files)")
     def label(image_id: Annotated[str, PathParam(pattern=IMAGE_ID)], body: LabelCorrection):
-        return corrections.record_correction(ws(), image_id, body.action, body.label, source="api")
+        return corrections.record_correction(ws().catalog, image_id, body.action, body.label, source="api")
 
     @app.get("/labels", tags=["labels"], summary="Label corrections, newest first")
     def labels(image_id: Annotated[str | None, Query(pattern=IMAGE_ID)] = None,
                limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 100,
                offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
-        return corrections.corrections(ws(), image_id, limit=limit, offset=offset)
+        return corrections.corrections(ws().catalog, image_id, limit=limit, offset=offset)
 
     # -- operations ---------------------------------------------------------------------------------
     @app.get("/health", tags=["operations"], summary="Liveness and what the server holds")

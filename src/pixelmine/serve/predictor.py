@@ -1,27 +1,43 @@
-"""The trained model behind ``POST /predict``: loaded once in the prediction thread, re-loaded when a newer
-model is trained. Every call is one ``Model.predict`` over a batch of validated upload files."""
+"""The trained model behind ``POST /predict``: loaded once per prediction thread with a resident embedder,
+re-loaded when a newer model is trained. Every call is one batch of validated upload files.
+
+Each thread's state (workspace handle, model, embedder) is built whole and only then published to the
+thread, in one assignment: a failure while loading (a model being retrained, a request refused half-way)
+leaves the previous state, or none, never a half-built one that would poison the thread.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-
-from ..errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class _ThreadState:
+    ws: object
+    model: object
+    stamp: float | None  # model.json's mtime when loaded: a retrained model has a new one
+    embedder: object | None  # resident backbone session; None: Model.predict per batch
+
+    def close(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+
+
 class Predictor:
-    """Owns the prediction threads; each holds its own workspace handle, model and backbone session."""
+    """Owns the prediction threads; each holds its own workspace handle, model and embedder."""
 
     def __init__(self, root: Path, model_name: str | None = None, *, top_k: int = 5, resident: bool = True,
                  workers: int | None = None):
-        from ..features.extract import available_cores
+        from ..features.embedder import available_cores
 
         self.root = Path(root)
-        self.resident = resident  # keep the backbone loaded between batches (probe models)
+        self.resident = resident  # keep the network loaded between batches
         self.model_name = model_name
         self.top_k = top_k
         cores = available_cores()
@@ -35,84 +51,60 @@ class Predictor:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def _model(self):
+    def _state(self) -> _ThreadState:
+        from ..learn import artifacts
         from ..workspace import open_workspace
 
-        if getattr(self._local, "ws", None) is None:
-            self._local.ws = open_workspace(self.root)
-            self._local.model = None
-        ws = self._local.ws
-        try:
-            from ..learn import artifacts
-        except ImportError as exc:  # pragma: no cover - the learn stage is part of the package
-            raise MissingDependencyError("scikit-learn", "prediction", "pip install 'pixelmine[ml]'") from exc
+        current: _ThreadState | None = getattr(self._local, "state", None)
+        ws = current.ws if current is not None else open_workspace(self.root)
         name = self.model_name or artifacts.default_model_name(ws)
-        model = self._local.model
         stamp = _stamp(artifacts.model_dir(ws, name))
-        if model is None or model.name != name or self._local.stamp != stamp:
-            model = ws.model(name)
-            self._local.model, self._local.stamp = model, stamp
-            self._local.embedder = self._resident_embedder(model)
-            log.info("serving model %s (%s)", model.name,
-                     "resident backbone" if self._local.embedder else "Model.predict per batch")
-        return model
+        if current is not None and current.model.name == name and current.stamp == stamp:
+            return current
+        model = ws.model(name)
+        embedder = self._resident_embedder(model)
+        state = _ThreadState(ws, model, stamp, embedder)
+        self._local.state = state  # published whole, after everything above succeeded
+        if current is not None:
+            current.close()
+        log.info("serving model %s (%s)", model.name, "resident network" if embedder else "Model.predict per batch")
+        return state
 
     def _resident_embedder(self, model):
-        """A resident backbone for probe models (None: use Model.predict, e.g. for fine-tuned networks)."""
-        previous = getattr(self._local, "embedder", None)
-        if previous is not None:
-            previous.close()
-        if model.kind != "probe" or not self.resident:
+        if not self.resident:
             return None
-        from .embedder import ResidentEmbedder
-
         try:
-            return ResidentEmbedder(self.root, model.backbone, model.info["feature_fingerprint"],
-                                    threads=self.threads)
+            return model.embedder(threads=self.threads)
         except (LookupError, ImportError, OSError) as exc:
-            log.info("no resident backbone for %s (%s); predicting with Model.predict", model.name, exc)
+            log.info("no resident network for %s (%s); predicting with Model.predict", model.name, exc)
             return None
 
     def predict_files(self, paths: list[str]) -> list[dict]:
         """One prediction record per file, in order (called by the batcher, in the prediction thread)."""
-        model = self._model()
-        if self._local.embedder is not None:
-            return self._predict_resident(model, paths)
-        try:
-            rows = model.predict(paths, top_k=min(self.top_k, len(model.classes)), progress=False)
-        except ImportError as exc:
-            raise MissingDependencyError(getattr(exc, "name", None) or "torch", "prediction on new images",
-                                         "pip install 'pixelmine[ml]'") from exc
-        by_path = {row.path: row for row in rows}
-        records = []
-        for path in paths:
-            row = by_path.get(str(Path(path).resolve())) or by_path.get(path)
-            if row is None:
-                records.append({"error": "the model returned no prediction for this file"})
-                continue
-            records.append({"label": row.label, "probability": row.probability, "top_k": row.top_k,
-                            "uncertain": row.uncertain, "reason": row.reason, "novelty": row.novelty,
-                            "image_id": row.image_id, "error": row.error, "model": model.name})
-        return records
-
-    def _predict_resident(self, model, paths: list[str]) -> list[dict]:
-        return _resident_records(model, self._local.embedder, paths, self.top_k)
+        state = self._state()
+        model = state.model
+        top_k = min(self.top_k, len(model.classes))
+        if state.embedder is None:
+            rows = model.predict(paths, top_k=top_k, progress=False)
+            by_path = {row.path: row for row in rows}
+            found = [by_path.get(str(Path(path).resolve())) or by_path.get(path) for path in paths]
+        else:
+            found = _resident_predictions(model, state.embedder, paths, top_k)
+        return [{"error": "the model returned no prediction for this file", "model": model.name} if row is None else
+                {"label": row.label, "probability": row.probability, "top_k": row.top_k, "uncertain": row.uncertain,
+                 "reason": row.reason, "novelty": row.novelty, "image_id": row.image_id, "error": row.error,
+                 "model": model.name} for row in found]
 
 
-def _resident_records(model, embedder, paths: list[str], top_k: int) -> list[dict]:
-    from ..learn.predictions import build_predictions
+def _resident_predictions(model, embedder, paths: list[str], top_k: int) -> list:
+    from ..learn.predictions import build_predictions, error_prediction
 
-    vectors, rows, errors = embedder.embed(paths)
-    records: list[dict] = [{"error": errors.get(r, "not processed"), "model": model.name} for r in range(len(paths))]
-    if rows:
-        probs, novelty = model.predict_features(vectors)
-        built = build_predictions(probs, novelty, model.classes, top_k=min(top_k, len(model.classes)),
-                                  min_confidence=model.min_confidence, paths=[paths[r] for r in rows])
-        for r, row in zip(rows, built):
-            records[r] = {"label": row.label, "probability": row.probability, "top_k": row.top_k,
-                          "uncertain": row.uncertain, "reason": row.reason, "novelty": row.novelty,
-                          "image_id": None, "error": None, "model": model.name}
-    return records
+    probs, novelty, rows, errors = model.probabilities(embedder, paths)
+    built = dict(zip(rows, build_predictions(probs, novelty, model.classes, top_k=top_k,
+                                             min_confidence=model.min_confidence, min_margin=model.min_margin,
+                                             paths=[paths[r] for r in rows])))
+    return [built[r] if r in built else error_prediction(paths[r], errors.get(r, "not processed"))
+            for r in range(len(paths))]
 
 
 def _stamp(directory: Path) -> float | None:
@@ -120,4 +112,3 @@ def _stamp(directory: Path) -> float | None:
         return (directory / "model.json").stat().st_mtime
     except OSError:
         return None
-

@@ -1,0 +1,111 @@
+"""Small file helpers every stage shares: atomic writes, content hashes, JSON for numpy values.
+
+Atomic: a file is written under a temporary name in its own folder and renamed over the target only when
+complete, so a reader (or a run resumed after a kill) sees the old file or the new one, never half of one.
+The temporary file is removed when writing fails, and results are created 0644 (``mkstemp`` makes 0600;
+workspace files are meant to be read by others).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+HASH_BLOCK = 1 << 20  # bytes read at a time when hashing
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, mode: str = "wb", suffix: str = "") -> Iterator[IO]:
+    """``with atomic_writer(path) as handle: handle.write(...)``: ``path`` appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
+    try:
+        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as out:
+            yield out
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that want a file name (torch.save, ONNX, faiss);
+    renamed over ``path`` when the block ends without an error, removed otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
+    os.close(handle)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_writer(path) as out:
+        out.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_writer(path, mode="w") as out:
+        out.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, data, *, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False, default=json_default) + "\n")
+
+
+def atomic_save_npz(path: str | os.PathLike, *, compressed: bool = True, **arrays) -> Path:
+    import numpy as np
+
+    with atomic_writer(path, suffix=".npz") as out:
+        (np.savez_compressed if compressed else np.savez)(out, **arrays)
+    return Path(path)
+
+
+def atomic_save_npy(path: str | os.PathLike, array) -> Path:
+    import numpy as np
+
+    with atomic_writer(path, suffix=".npy") as out:
+        np.save(out, array)
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes (the image id of an image file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def json_default(value):
+    """``json.dumps(default=...)`` for what pixelmine's results hold: numpy scalars and arrays, sets, paths."""
+    try:
+        import numpy as np
+    except ImportError:  # a base install without numpy never produces numpy values
+        np = None
+    if np is not None and isinstance(value, np.generic):
+        return value.item()
+    if np is not None and isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+    return str(value)

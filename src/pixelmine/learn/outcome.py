@@ -1,0 +1,26 @@
+"""What a training path (probe or fine-tuning) hands back to be saved (train.py saves it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .metrics import Evaluation
+
+
+@dataclass
+class TrainOutcome:
+    """What a training path (probe or fine-tuning) hands back to be saved."""
+
+    kind: str  # probe | finetune
+    head_params: dict
+    test: Evaluation
+    oof_probs: np.ndarray
+    oof_folds: np.ndarray
+    oof: Evaluation
+    oof_model: str  # which model produced the out-of-fold probabilities
+    search: dict | None = None
+    timings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    extra_info: dict = field(default_factory=dict)  # merged into model.json (e.g. preprocessing)
