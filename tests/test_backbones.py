@@ -257,3 +257,43 @@ def test_torchvision_prefix_uses_the_torch_cache(empty_caches):
     logits = _classify("torchvision:mobilenet_v2.IMAGENET1K_V1", "chelsea")
     assert int(np.argmax(logits)) in CAT_CLASSES
     assert np.allclose(logits, _classify("mobilenet_v2", "chelsea"), atol=1e-4)  # same network, same weights
+
+
+@pytest.mark.parametrize("arch, layout", [("resnet18", "resnet"), ("mobilenet_v3_small", "features-classifier"),
+                                          ("efficientnet_b0", "features-classifier")])
+def test_torchvision_networks_expose_their_feature_map(arch, layout):
+    """The split path must give the very features of the network's own forward (verified on build)."""
+    import torch
+    import torchvision.models as tvm
+
+    from pixelmine.backbones.model import SplitClassifier, verify_split
+
+    torch.manual_seed(0)
+    split = verify_split(SplitClassifier(tvm.get_model(arch, weights=None)).eval(), 64)
+    assert split.layout == layout and split.has_map
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        feature_map, features, logits = split(x)
+    assert feature_map.ndim == 4 and feature_map.shape[0] == 2 and logits.shape == (2, 1000)
+
+
+def test_a_layout_that_only_looks_familiar_loses_its_map():
+    import torch
+    from torch import nn
+
+    from pixelmine.backbones.model import SplitClassifier, verify_split
+
+    class Odd(nn.Module):  # has 'features' and 'classifier', but its forward scales the pooled vector
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Conv2d(3, 4, 3)
+            self.classifier = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.classifier(2.0 * self.features(x).mean(dim=(2, 3)))
+
+    split = verify_split(SplitClassifier(Odd()).eval(), 16)
+    assert not split.has_map
+    with torch.inference_mode():
+        feature_map, features, _ = split(torch.randn(1, 3, 16, 16))
+    assert feature_map is None and features.shape == (1, 4)

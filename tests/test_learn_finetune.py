@@ -159,3 +159,52 @@ def test_test_time_views_are_the_moves_training_used():
     assert len(tta_views(wide, ["rot90", "rot180"])) == 2  # quarter turns need a square input
     with pytest.raises(ValueError, match="unknown test-time augmentation"):
         tta_views(nhwc, ["twirl"])
+
+
+def test_numpy_test_time_views_equal_the_training_ones():
+    from pixelmine.learn.network import tta_views
+    from pixelmine.learn.tta import views
+
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
+    moves = ["hflip", "vflip", "rot180", "rot90", "rot270"]
+    for ours, theirs in zip(views(pixels, moves), tta_views(torch.from_numpy(pixels), moves), strict=True):
+        np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+def test_a_saved_finetuned_model_predicts_as_its_training_run_measured(workspace):
+    """Prediction runs the exported network (the one embedder); training measured the test split with the
+    eager PyTorch network and the same test-time moves. Both must give the same numbers."""
+    from pixelmine.learn.finetuned_model import FinetunedModel
+
+    model = workspace.train("finetune", name="ft-tta", progress=False,
+                            **{**SMALL, "finetune": {**SMALL["finetune"], "hflip": True, "tta": True}})
+    assert isinstance(model, FinetunedModel) and model.moves == ["hflip"]
+    measured = model.test_evaluation().metrics
+    again = model.evaluate(n_bootstrap=0, save=False).metrics
+    for name in ("accuracy", "macro_f1", "log_loss"):
+        assert again[name] == pytest.approx(measured[name], abs=1e-4), name
+
+
+def test_a_finetuned_network_is_a_backbone(workspace):
+    model = workspace.train("finetune", name="ft-backbone", progress=False, **SMALL)
+    result = workspace.extract("model:ft-backbone", progress=False)
+    features = result.features()
+    assert result.backbone == "model:ft-backbone" and result.computed == 28 and features.dim == 16
+    tags = workspace.tags("model:ft-backbone")
+    by_label = {row["id"]: row["label"] for row in workspace.images()}
+    # its "tags" are its own classes: on this easy task the top tag is mostly the true label
+    agree = np.mean([tags[i][0][0] == by_label[i] for i in features.ids])
+    assert {t[0] for t in tags[features.ids[0]]} <= {"red", "blue"} and agree >= 0.75
+    # discovery and similarity search run on the fine-tuned features
+    found = workspace.discover(backbone="model:ft-backbone", only=["outliers"], progress=False)
+    assert found.counts["outlier"]["findings"] == 28
+    first = workspace.images()[0]
+    assert workspace.similar(first["path"], k=3, backbone="model:ft-backbone")[0].image_id == first["id"]
+    # retraining under the same name gives new weights, so a new fingerprint: vectors never mix
+    workspace.train("finetune", name="ft-backbone", progress=False, seed=7, **SMALL)
+    assert workspace.extract("model:ft-backbone", progress=False).fingerprint != result.fingerprint
+    workspace.train("logreg", name="probe-model", progress=False, **{k: v for k, v in SMALL.items()
+                                                                      if k != "finetune"})
+    with pytest.raises(pixelmine.InputError, match="not a fine-tuned network"):
+        workspace.extract("model:probe-model", progress=False)
+    assert model.as_backbone == "model:ft-backbone"

@@ -123,7 +123,7 @@ class Workspace:
         from .backbones import get as get_backbone
         from .features.tags import tags_by_image
 
-        return tags_by_image(self.features(backbone), get_backbone(backbone).label_names(), min_prob=min_prob)
+        return tags_by_image(self.features(backbone), get_backbone(backbone, root=self.root).label_names(), min_prob=min_prob)
 
     def extraction_errors(self, backbone: str | None = None) -> list[dict]:
         """Images that ingest accepted but that failed to decode during extraction, with the reason."""

@@ -46,7 +46,7 @@ def extract_command(ws, out, backbone, backend, batch_size, precision, threads, 
     result = ws.extract(backbone, backend=backend, batch_size=batch_size, precision=precision, threads=threads,
                         workers=workers, device=device, retry_errors=retry_errors,
                         allow_download=False if offline else None, progress=out.progress)
-    spec = backbones.get(result.backbone)
+    spec = backbones.get(result.backbone, root=ws.root)
     errors = [e for e in ws.extraction_errors(result.backbone) if e["fingerprint"] == result.fingerprint]
     summary = {**result.to_dict(), "errors": [{k: e[k] for k in ("image_id", "path", "error")} for e in errors]}
     tags = _top_tags(ws, result, spec)

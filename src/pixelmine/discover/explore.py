@@ -33,12 +33,13 @@ RULES_FILE = ("reports", "rules.json")
 DISCOVER_MAP_METHOD = "umap"  # the 2-D map drawn by ``pixelmine discover``'s clusters finder
 
 
-def tag_names(backbone: str) -> list[str]:
-    """The backbone's classifier class names (ImageNet-1k), or [] when it has none or is unknown."""
+def tag_names(backbone: str, root=None) -> list[str]:
+    """The backbone's classifier class names (ImageNet-1k), or [] when it has none or is unknown;
+    ``root`` is the workspace (for ``model:NAME`` backbones)."""
     from .. import backbones
 
     try:
-        return backbones.get(backbone).label_names()
+        return backbones.get(backbone, root=root).label_names()
     except (InputError, ImportError) as exc:
         log.info("no class names for backbone %r: %s", backbone, exc)
         return []
@@ -85,7 +86,7 @@ def cluster_and_map(ws, features, ids: list[str], labels: list[str | None], conf
     """Cluster ``ids`` (rows of ``features``), write the descriptions and the map; returns (result, map method)."""
     subset = features.subset(ids) if list(ids) != list(features.ids) else features
     result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices, tag_probs=subset.tag_probs,
-                           tag_names=tag_names(features.backbone), config=config)
+                           tag_names=tag_names(features.backbone, ws.root), config=config)
     _write_json(ws.path(*CLUSTERS_FILE), {"run_id": run_id, "backbone": features.backbone,
                                           "fingerprint": features.fingerprint, "config": asdict(config),
                                           "scores": result.scores, **result.summary()})
@@ -151,7 +152,7 @@ def run_rules(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None,
     except NotFittedError:
         features = None
     if features is not None and features.tag_indices is not None:
-        names = tag_names(backbone)
+        names = tag_names(backbone, ws.root)
         if names:
             for row, image_id in enumerate(features.ids):
                 if image_id in images:

@@ -9,7 +9,8 @@
     artifacts.py models/<name>/ on disk                                  tta.py       test-time moves
     train.py     the whole `pixelmine train`                              predictions.py, embed.py: prediction I/O
 
-Importing this package loads no scikit-learn or torch; the functions below import them when called.
+Importing this package loads no scikit-learn or torch. Entry points: ``Workspace.train`` / ``pixelmine.train``
+(train.py) and ``Workspace.model`` / ``pixelmine.load_model`` (loading.py).
 """
 
 from __future__ import annotations
@@ -17,18 +18,4 @@ from __future__ import annotations
 from .config import HEAD_NAMES, FinetuneConfig, SplitConfig, TrainConfig
 
 
-def train(ws, config: TrainConfig | None = None, **options):
-    """Train a model in workspace ``ws``; see :func:`pixelmine.learn.train.train`."""
-    from .train import train as _train
-
-    return _train(ws, config, **options)
-
-
-def load_model(ws, name: str | None = None):
-    """Load the model ``name`` of ``ws`` (default: the most recently trained)."""
-    from .loading import load_model as _load
-
-    return _load(ws, name)
-
-
-__all__ = ["HEAD_NAMES", "FinetuneConfig", "SplitConfig", "TrainConfig", "load_model", "train"]
+__all__ = ["HEAD_NAMES", "FinetuneConfig", "SplitConfig", "TrainConfig"]

@@ -52,11 +52,11 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def input_spec(backbone: str, config: TrainConfig) -> dict:
+def input_spec(backbone: str, config: TrainConfig, root=None) -> dict:
     """How images become the network's input: size, resize, crop, interpolation (saved in model.json)."""
     from .. import backbones
 
-    pre = backbones.get(backbone).preprocessing
+    pre = backbones.get(backbone, root=root).preprocessing
     size = config.finetune.image_size or pre.input_size
     resize = int(round(size * pre.resize / pre.input_size))
     return {"input_size": size, "resize": resize, "crop": config.finetune.crop, "interpolation": pre.interpolation,
@@ -308,9 +308,9 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
         notes.append(f"fine-tuned on a stratified sample of {len(keep)} of the {len(train)} training images "
                      "(finetune.max_train_images)")
         train = train[keep]
-    spec = input_spec(config.backbone, config)
+    spec = input_spec(config.backbone, config, ws.root)
     torch.manual_seed(config.seed)
-    net = build_network(config.backbone, len(classes), ft.dropout, device=device)
+    net = build_network(config.backbone, len(classes), ft.dropout, device=device, root=ws.root)
     initialised = None
     if ft.probe_init and not (resume and any((directory / "checkpoints").glob("epoch-*.pt"))):
         initialised = probe_initialise(net, X, split.labels, all_train, val, config)  # features: all of train

@@ -36,12 +36,12 @@ class FinetuneNet(nn.Module):
         return self.classifier(self.dropout(features)), features
 
 
-def build_network(backbone: str, n_classes: int, dropout: float, *, device: str = "cpu") -> FinetuneNet:
+def build_network(backbone: str, n_classes: int, dropout: float, *, device: str = "cpu", root=None) -> FinetuneNet:
     """A FinetuneNet on the pretrained ``backbone`` (weights resolved by the backbone registry)."""
     from .. import backbones
 
-    feature_model = backbones.create(backbone)
-    dim = backbones.get(backbone).feature_dim
+    feature_model = backbones.create(backbone, root=root)
+    dim = backbones.get(backbone, root=root).feature_dim
     if dim is None:
         size = feature_model.preprocessing.input_size
         with torch.no_grad():
