@@ -124,7 +124,7 @@ def test_workspace_that_is_a_file_is_a_clear_error(tmp_path, data):
         __import__("pixelmine").open_workspace(tmp_path / "file")
 
 
-@pytest.mark.parametrize("command", ["ingest", "status", "files", "demo"])
+@pytest.mark.parametrize("command", ["ingest", "status", "files", "demo", "show"])
 def test_every_command_has_help_with_an_example(command):
     result = run(command, "-h")
     assert result.exit_code == 0
