@@ -50,12 +50,12 @@ def test_show_by_prefix_prints_label_paths_tags_and_prediction(built):
     assert result.exit_code == 0, result.output
     text = result.output
     assert f"image {image['id']}" in text
-    assert re.search(r"^  label\s+b$", text, re.M) and re.search(r"^  status\s+ok$", text, re.M)
+    assert re.search(r"^  label\s+b$", text, re.MULTILINE) and re.search(r"^  status\s+ok$", text, re.MULTILINE)
     assert f"  {image['path']}  (label b)" in text
     tags = ws.tags(BACKBONE)[image["id"]]
     assert len(tags) == 5
     for label, probability in tags:
-        assert re.search(rf"^\s+{label}\s+{probability:.3f}$", text, re.M)
+        assert re.search(rf"^\s+{label}\s+{probability:.3f}$", text, re.MULTILINE)
     model = ws.model()
     (expected,) = model.predict([image["path"]])
     assert f"prediction ({model.name})" in text
@@ -98,8 +98,8 @@ def test_label_corrections_are_shown(built):
     image = one_path_image(ws, "c")
     record_correction(ws, image["id"], "relabel", "a", source="cli")
     text = run("show", image["id"][:12], "-w", ws.root, "--backbone", BACKBONE).output
-    assert re.search(r"^  label\s+a  \(corrected: relabel; originally c\)$", text, re.M)
-    assert re.search(r"^  \S+ \S+\s+relabel\s+c\s+a$", text, re.M)
+    assert re.search(r"^  label\s+a  \(corrected: relabel; originally c\)$", text, re.MULTILINE)
+    assert re.search(r"^  \S+ \S+\s+relabel\s+c\s+a$", text, re.MULTILINE)
 
 
 def test_a_new_file_is_hashed_tagged_and_predicted_without_being_catalogued(built, tmp_path):
@@ -165,6 +165,6 @@ def test_stages_not_run_yet_leave_a_note_naming_the_command(tmp_path):
     assert "findings (newest run of each kind)\n  - none" in text
     bad = run("show", source / "a" / "broken.jpg", "-w", ws.root, "--backbone", BACKBONE)
     assert bad.exit_code == 0  # catalogued: shown with its status and reason
-    assert re.search(r"^  status\s+not_an_image: this is a text file", bad.output, re.M)
+    assert re.search(r"^  status\s+not_an_image: this is a text file", bad.output, re.MULTILINE)
     assert "only images with status 'ok' get features" in bad.output
     assert "status is 'not_an_image', so there is nothing to predict from" in bad.output

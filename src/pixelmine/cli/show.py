@@ -63,7 +63,8 @@ def render(item: dict) -> str:
     tags = item["tags"]
     lines += ["", f"ImageNet tags ({tags['backbone']})"]
     if tags["items"]:
-        lines += _indent(table([(t["label"], f"{t['probability']:.3f}") for t in tags["items"]], ("tag", "probability")))
+        rows = [(t["label"], f"{t['probability']:.3f}") for t in tags["items"]]
+        lines += _indent(table(rows, ("tag", "probability")))
     else:
         lines.append(f"  - {tags['note']}")
 
