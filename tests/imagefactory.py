@@ -81,3 +81,12 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def xpm_bytes(width: int = 16, height: int = 12) -> bytes:
+    """An XPM (X PixMap, a C-source text format) checkerboard, written by hand: Pillow reads XPM but cannot
+    write it."""
+    rows = ["".join(".#"[(x // 4 + y // 3) % 2] for x in range(width)) for y in range(height)]
+    lines = ["/* XPM */", "static char *planted[] = {", f'"{width} {height} 2 1",', '". c #204080",', '"# c #F0E0A0",']
+    lines += [f'"{row}",' for row in rows[:-1]] + [f'"{rows[-1]}"', "};", ""]
+    return "\n".join(lines).encode()

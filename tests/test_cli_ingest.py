@@ -49,6 +49,49 @@ def Path_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+@pytest.fixture
+def mixed(tmp_path):
+    """3 JPEGs and an XPM (images), 2 .txt and 1 .bin (not image extensions)."""
+    root = tmp_path / "mixed"
+    for i in range(3):
+        f.save(f.photo(i), root / f"{i}.jpg")
+    f.write(root / "pixmap.xpm", f.xpm_bytes())
+    f.write(root / "a.txt", b"notes\n")
+    f.write(root / "b.txt", b"more notes\n")
+    f.write(root / "dump.bin", bytes(range(256)) * 4)
+    return root
+
+
+def test_ingest_says_what_it_skipped_and_how_to_take_it(tmp_path, mixed):
+    result = run("ingest", mixed, "-w", tmp_path / "ws", "--workers", 1)
+    assert result.exit_code == 0
+    assert "4 files" in result.output
+    assert "skipped 3 files without an image extension: .txt 2, .bin 1" in result.output
+    assert "--include '*.txt' --include '*.bin'" in result.output
+    quiet = run("ingest", mixed, "-w", tmp_path / "ws-q", "--workers", 1, "-q").output
+    assert "skipped 3 files" in quiet and "--include" not in quiet  # the count is a result, the hint chatter
+    payload = json.loads(run("ingest", mixed, "-w", tmp_path / "ws-json", "--workers", 1, "--json").output)
+    assert payload["skipped"] == 3 and list(payload["skipped_by_extension"].items()) == [(".txt", 2), (".bin", 1)]
+    assert payload["by_status"] == {"ok": 4}
+    # Taking the hint: the .bin is ingested, with a status that says it is not an image, and a reason.
+    taken = json.loads(run("ingest", mixed, "-w", tmp_path / "ws", "--include", "*.bin", "--json").output)
+    assert taken["files_seen"] == 1 and taken["skipped"] == 0 and "ok" not in taken["by_status"]
+    (row,) = json.loads(run("files", "--problems", "-w", tmp_path / "ws", "--json").output)
+    assert row["path"].endswith("dump.bin") and row["status"] != "ok" and row["error"]
+
+
+def test_skipped_line_names_a_handful_of_extensions_most_common_first():
+    from pixelmine.cli.ingest import render_skipped
+
+    text = render_skipped({".a": 1, ".b": 5, "": 3, ".c": 2, ".d": 2, ".e": 1, ".f": 1})
+    first, hint = text.splitlines()
+    assert first == ("skipped 15 files without an image extension: .b 5, (no extension) 3, .c 2, .d 2, .a 1 "
+                     "and 2 more extensions (--json lists all)")
+    assert hint == ("To ingest them too, run the same command with --include '*.b' --include '*.c' "
+                    "--include '*.d' --include '*.a' (or --include '*' for every file)")
+    assert render_skipped({"": 1}).splitlines()[1].endswith("with --include '*' for every file")
+
+
 def test_workspace_from_environment_variable(tmp_path, data):
     env = {"PIXELMINE_WORKSPACE": str(tmp_path / "from-env")}
     assert run("ingest", data, "-q", env=env).exit_code == 0
@@ -81,7 +124,7 @@ def test_workspace_that_is_a_file_is_a_clear_error(tmp_path, data):
         __import__("pixelmine").open_workspace(tmp_path / "file")
 
 
-@pytest.mark.parametrize("command", ["ingest", "status", "files", "demo"])
+@pytest.mark.parametrize("command", ["ingest", "status", "files", "demo", "show"])
 def test_every_command_has_help_with_an_example(command):
     result = run(command, "-h")
     assert result.exit_code == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelmine.ingest import STATUSES
+from pixelmine.ingest import IMAGE_EXTENSIONS, STATUSES
 
 CORPUS = os.environ.get("PIXELMINE_PILLOW_CORPUS")
 
@@ -40,6 +40,15 @@ EXPECTED = {
     "zero_width.gif": "corrupt",
     "16bit.cropped.tif": "ok",
     "hopper_16bit.pgm": "ok",
+    # formats whose extensions ingest lists since the set follows Pillow's registry
+    "hopper.xpm": "ok",
+    "hopper.fli": "ok",
+    "hopper.pfm": "ok",
+    "deerstalker.cur": "ok",
+    "hopper.spider": "ok",
+    "hopper.ras": "ok",
+    "fli_oob/03r/03r00.fli": "corrupt",  # fuzzed: an FLI signature, a header Pillow refuses
+    "no_cursors.cur": "corrupt",
 }
 
 
@@ -98,3 +107,35 @@ def test_second_run_decodes_nothing(ingested):
     result = json.loads(again.stdout)
     assert result["validated"] == 0 and result["unchanged"] == first["files_seen"]
     assert result["by_status"] == first["by_status"]
+
+
+@pytest.fixture(scope="module")
+def by_extension(tmp_path_factory):
+    """The corpus with the default extension filter (no --include): what is listed, what is skipped."""
+    ws = tmp_path_factory.mktemp("pillow-ws-default")
+    corpus = Path(CORPUS).resolve()
+    done = subprocess.run([sys.executable, "-m", "pixelmine.cli", "ingest", str(corpus), "-w", str(ws), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return ws, corpus, json.loads(done.stdout)
+
+
+def test_files_left_out_for_their_extension_are_counted(by_extension, ingested):
+    ws, corpus, result = by_extension
+    files = ingested[3]
+    expected: dict[str, int] = {}
+    for p in files:
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            expected[p.suffix.lower()] = expected.get(p.suffix.lower(), 0) + 1
+    assert result["skipped_by_extension"] == expected
+    assert result["skipped"] == sum(expected.values()) and result["files_seen"] + result["skipped"] == len(files)
+    # Pillow 13.0's corpus: 1,060 files, 130 of them skipped before the set followed Pillow's registry
+    # (44 .fli among them), 66 now: 15 without an extension, 11 .bin, palettes, fonts, pickles, FlashPix...
+    assert 50 <= result["skipped"] <= 80 and ".fli" not in expected and ".xpm" not in expected
+    assert expected.get(".bin", 0) >= 10
+    with sqlite3.connect(ws / "catalog.sqlite") as conn:
+        rows = dict(conn.execute("SELECT path, status FROM paths").fetchall())
+    assert set(rows.values()) <= set(STATUSES)
+    for name, status in EXPECTED.items():
+        if Path(name).suffix.lower() in IMAGE_EXTENSIONS:  # the .pdf is left out, and counted above
+            assert rows[str(corpus / name)] == status, name

@@ -153,6 +153,40 @@ def test_include_exclude_and_paths_source(tmp_path):
     assert one.files_seen == 1 and one.by_status == {"ok": 1}
 
 
+def mixed_folder(root: Path) -> Path:
+    """Planted truth: 3 JPEGs and an XPM are images; 2 .txt and 1 .bin are not image extensions."""
+    for i in range(3):
+        f.save(f.photo(i), root / f"photo_{i}.jpg")
+    f.write(root / "sub" / "pixmap.xpm", f.xpm_bytes())
+    f.write(root / "notes.txt", b"shot list\n")
+    f.write(root / "sub" / "more.txt", b"more notes\n")
+    f.write(root / "sub" / "dump.bin", bytes(range(256)) * 4)
+    return root
+
+
+def test_files_skipped_for_their_extension_are_counted_by_extension(tmp_path):
+    data = mixed_folder(tmp_path / "data")
+    ws = pixelmine.open_workspace(tmp_path / "ws")
+    result = ws.ingest(data, progress=False, workers=1)
+    assert result.files_seen == 4 and result.by_status == {"ok": 4}  # the XPM is an image now
+    assert result.skipped == 3
+    assert list(result.skipped_by_extension.items()) == [(".txt", 2), (".bin", 1)]  # most common first
+    assert result.to_dict()["skipped"] == 3 and result.to_dict()["skipped_by_extension"] == {".txt": 2, ".bin": 1}
+    (xpm,) = [r for r in ws.files() if r["path"].endswith(".xpm")]
+    assert xpm["status"] == "ok"
+    assert {i["format"] for i in ws.images()} == {"JPEG", "XPM"}
+    assert ws.runs("ingest")[0]["counts"]["skipped_by_extension"] == {".txt": 2, ".bin": 1}
+    # What --exclude leaves out was left out on purpose: not counted as skipped for its extension.
+    excluded = pixelmine.open_workspace(tmp_path / "ws2").ingest(data, exclude=["*.txt"], progress=False, workers=1)
+    assert excluded.skipped_by_extension == {".bin": 1}
+    # --include replaces the extension filter: the .bin is listed, and it is no image, which its status says.
+    taken = ws.ingest(data, include=["*.bin"], progress=False, workers=1)
+    assert taken.files_seen == 1 and taken.skipped == 0 and taken.missing == 0
+    (row,) = [r for r in ws.files() if r["path"].endswith(".bin")]
+    assert row["status"] != "ok" and row["error"]
+    assert len(ws.files()) == 5  # the images of the first run stay catalogued
+
+
 def test_symlink_loops_terminate_and_links_are_followed(tmp_path):
     data = tmp_path / "data"
     f.save(f.photo(1), data / "a" / "x.jpg")

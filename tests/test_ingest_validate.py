@@ -88,6 +88,21 @@ def test_unsupported_format_svg(tmp_path):
     check(f.write(tmp_path / "logo.png", svg), "unsupported_format", error_match="SVG")
 
 
+def test_xpm_is_ok(tmp_path):
+    record = check(f.write(tmp_path / "pixmap.xpm", f.xpm_bytes(16, 12)), "ok")
+    assert (record.format, record.width, record.height) == ("XPM", 16, 12)
+
+
+@pytest.mark.parametrize("name,head,kind", [
+    # header fields Pillow refuses after the magic, as in Pillow's fuzzed fli_oob files
+    ("fuzzed.fli", b"\x0f\xfe\x00\xa3\x11\xaf\xf5\x00\x00\x10\x00\x10\xff\x00", "FLI"),
+    ("fuzzed.flc", b"\x0f\xfe\x00\xa3\x12\xaf\xf5\x00\x00\x10\x00\x10\xff\x00", "FLC"),
+    ("no_cursors.cur", b"\x00\x00\x02\x00\x00\x00", "CUR"),
+])
+def test_damaged_animation_or_cursor_is_corrupt_not_unknown(tmp_path, name, head, kind):
+    check(f.write(tmp_path / name, head + bytes(64)), "corrupt", error_match=f"starts like a {kind}")
+
+
 def test_unknown_binary_is_unsupported_format(tmp_path):
     check(f.write(tmp_path / "blob.jpg", bytes(range(256)) * 4), "unsupported_format")
 

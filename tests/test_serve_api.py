@@ -95,6 +95,9 @@ def test_one_image_in_full(client):
     full = client.get(f"/images/{item['id']}").json()
     assert full["id"] == item["id"] and full["paths"] and full["findings"]
     assert all(path["path"].startswith("/") for path in full["paths"])
+    # the server's backbone tags it, its newest model predicts it (pixelmine show prints the same)
+    assert full["tags"]["backbone"] == "tiny_test" and len(full["tags"]["items"]) == 5
+    assert full["prediction"]["model"] and full["prediction"]["label"] in COUNTS
 
 
 def test_thumbnail_is_cached_small_and_upright(client, server):

@@ -1,5 +1,7 @@
 """Read the workspace page by page: images with filters, one image in full, findings, duplicate groups.
 
+One image in full (:func:`get_image`) is what ``GET /images/{id}`` and ``pixelmine show`` both answer.
+
 Every listing is paged in SQL (``limit``/``offset``) and returns ``{"total", "limit", "offset", "items"}``,
 so a catalog of 100,000 images costs one indexed query per page. Labels are *effective* labels: the
 catalog label with people's corrections applied (:mod:`pixelmine.corrections`).
@@ -8,9 +10,11 @@ catalog label with people's corrections applied (:mod:`pixelmine.corrections`).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 from .corrections import ImageNotFoundError, corrections
-from .errors import InputError
+from .defaults import DEFAULT_BACKBONE
+from .errors import InputError, NotFittedError, PixelmineError
 
 MAX_PAGE = 500
 
@@ -104,8 +108,11 @@ def facets(ws) -> dict:
             "findings": [k["kind"] for k in finding_kinds(ws)], "clusters": clusters}
 
 
-def get_image(ws, image_id: str) -> dict:
-    """One image in full: properties, every path, its findings in the newest runs, its correction history."""
+def get_image(ws, image_id: str, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> dict:
+    """One image in full: properties, every path, its findings in the newest runs, its correction history,
+    its top-5 ImageNet tags from the cached ``backbone`` features (:func:`image_tags`) and the prediction of
+    ``model`` (default: the newest; :func:`image_prediction`). A stage not run yet leaves its section empty
+    with a ``note`` naming the command, so the rest is still answered."""
     rows = ws.catalog.query(f"SELECT {_IMAGE_COLUMNS}, i.bit_depth, i.orientation, i.frames, i.phash, i.metadata, "
                             f"i.first_seen, i.updated_at FROM images i {_latest('i.id')} "
                               f"WHERE i.id = ?", (image_id,))
@@ -124,7 +131,57 @@ def get_image(ws, image_id: str) -> dict:
             "GROUP BY kind) l ON f.kind = l.kind AND f.run_id = l.run_id WHERE f.image_id = ? ORDER BY f.score",
             (image_id, image_id))]
     item["corrections"] = corrections(ws.catalog, image_id, limit=50)
+    item["tags"] = image_tags(ws, image_id, backbone, status=item["status"])
+    present = next((p["path"] for p in item["paths"] if p["present"]), None)
+    if item["status"] != "ok":
+        # Predicting would only decode the file again to fail (loading the backbone first, for seconds).
+        item["prediction"] = {"model": None, "note": f"the image's status is {item['status']!r}, so there is "
+                                                     "nothing to predict from"}
+    elif present is None:
+        item["prediction"] = {"model": None, "note": "no copy of the image is on disk any more to predict from"}
+    else:
+        item["prediction"] = image_prediction(ws, present, model=model)
     return item
+
+
+def image_tags(ws, image_id: str, backbone: str = DEFAULT_BACKBONE, *, status: str | None = None) -> dict:
+    """``{"backbone", "items": [{"label", "probability"}, ...] best first, "note"}``: the image's top-5
+    ImageNet tags as :meth:`Workspace.tags` gives them; ``note`` says why ``items`` is empty."""
+    from .backbones import get as get_backbone
+    from .features.tags import tags_by_image
+
+    if status not in (None, "ok"):
+        return {"backbone": backbone, "items": [],
+                "note": f"only images with status 'ok' get features; this one is {status!r}"}
+    try:
+        features = ws.features(backbone)
+        labels = get_backbone(backbone, root=ws.root).label_names()
+    except PixelmineError as exc:
+        return {"backbone": backbone, "items": [], "note": str(exc)}
+    if image_id not in set(features.ids):
+        return {"backbone": features.backbone, "items": [],
+                "note": f"no {backbone} features for this image yet; run: pixelmine extract --backbone {backbone}"}
+    # One row through the same function as Workspace.tags, which would compute every image's tags first
+    # (1.1 s for 100,000 images here, against 0.03 s for the one row, on each request of GET /images/{id}).
+    tags = tags_by_image(features.subset([image_id]), labels)[image_id]
+    note = None if tags else f"backbone {features.backbone} has no classifier, so its features carry no tags"
+    return {"backbone": features.backbone, "items": [{"label": label, "probability": prob} for label, prob in tags],
+            "note": note}
+
+
+def image_prediction(ws, path: str, *, model: str | None = None, top_k: int = 3) -> dict:
+    """``{"model", "note", **Prediction}``: ``model``'s prediction (default: the newest model) for the image
+    file at ``path``, through :meth:`Model.predict` (cached features when the workspace has them). Without a
+    model, or when the model cannot be used here, ``note`` says why and what to run."""
+    try:
+        loaded = ws.model(model)
+    except NotFittedError as exc:
+        return {"model": None, "note": str(exc)}
+    try:
+        (row,) = loaded.predict([path], top_k=top_k)
+    except (PixelmineError, ImportError) as exc:  # e.g. other backbone weights here, or no PyTorch
+        return {"model": loaded.name, "note": f"model {loaded.name!r} cannot predict here: {exc}"}
+    return {"model": loaded.name, "note": None, **asdict(row)}
 
 
 def list_findings(ws, *, kind: str | None = None, issues_only: bool = True, run_id: int | None = None,

@@ -43,11 +43,11 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, explore, ingest, learn, serve
+    from . import demo, explore, ingest, learn, serve, show
     from . import features as feature_commands
     from . import discover as discover_commands
 
-    for module in (ingest, feature_commands, learn, demo, serve, discover_commands, explore):
+    for module in (ingest, feature_commands, learn, demo, serve, discover_commands, explore, show):
         for command in module.COMMANDS:
             main.add_command(command)
 

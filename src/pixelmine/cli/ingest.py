@@ -8,6 +8,7 @@ from ..ingest import MISSING, STATUSES, IngestConfig
 from .common import common_options, table
 
 _DEFAULTS = IngestConfig()
+_SHOWN_EXTENSIONS = 5  # extensions named in the "skipped" line; --json has them all
 
 
 @click.command("ingest")
@@ -48,9 +49,29 @@ def ingest_command(ws, out, sources, manifest, **options):
             f"({result.new} new, {result.changed} changed, {result.unchanged} unchanged, {result.missing} missing)")
     if result.by_status:
         out.say(table(sorted(result.by_status.items(), key=lambda kv: -kv[1]), ("status", "files")))
+    if result.skipped:
+        out.say("\n" + render_skipped(result.skipped_by_extension, hint=not out.quiet))
     problems = {k: v for k, v in result.by_status.items() if k != "ok"}
     if problems and not out.quiet:
         out.say(f"\nSee why with: pixelmine files --status {max(problems, key=problems.get)}")
+
+
+def render_skipped(by_extension: dict[str, int], *, hint: bool = True) -> str:
+    """'skipped N files ...: .bin 40, .txt 3, ...' and the --include options that would take them."""
+    ranked = sorted(by_extension.items(), key=lambda kv: (-kv[1], kv[0]))
+    shown = ranked[:_SHOWN_EXTENSIONS]
+    total = sum(by_extension.values())
+    text = (f"skipped {total} {'file' if total == 1 else 'files'} without an image extension: "
+            + ", ".join(f"{ext or '(no extension)'} {count}" for ext, count in shown))
+    if len(ranked) > len(shown):
+        text += f" and {len(ranked) - len(shown)} more extensions (--json lists all)"
+    if hint:
+        # --include replaces the extension filter, so a re-run with these patterns adds just those files;
+        # what is catalogued already stays. A file without an extension has no pattern of its own but '*'.
+        patterns = " ".join(f"--include '*{ext}'" for ext, _ in shown if ext)
+        text += ("\nTo ingest them too, run the same command with " + (f"{patterns} (or " if patterns else "")
+                 + "--include '*' for every file" + (")" if patterns else ""))
+    return text
 
 
 def render_status(summary: dict) -> str:

@@ -70,14 +70,22 @@ class IngestResult:
     unchanged: int = 0  # skipped by the path + size + mtime fast path
     missing: int = 0  # seen before, gone now
     by_status: dict = field(default_factory=dict)  # status of every file listed in this run
+    # Files in source folders left out for their extension (not an image's, and no include patterns),
+    # by lower-cased extension ("" = none), most common first: {".bin": 40, ".txt": 3}. Not in files_seen.
+    skipped_by_extension: dict = field(default_factory=dict)
     elapsed_s: float = 0.0
 
     @property
     def files_per_s(self) -> float:
         return self.files_seen / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def skipped(self) -> int:
+        """How many files the folder walk left out for their extension."""
+        return sum(self.skipped_by_extension.values())
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "files_per_s": round(self.files_per_s, 1)}
+        return {**asdict(self), "skipped": self.skipped, "files_per_s": round(self.files_per_s, 1)}
 
 
 def _validate_chunk(paths: Sequence[str], limits: ValidationLimits) -> list[dict]:
@@ -239,6 +247,13 @@ def _ingest_sources(catalog: Catalog, sources: list[Source], config: IngestConfi
         for item in source.items:
             items.setdefault(item.path, (source, item))
     result.files_seen = len(items)
+    # Summed per folder: a skipped file below two of the given folders (one inside the other) counts twice,
+    # since the walk keeps counts, not the paths (a folder may hold millions of non-image files).
+    skipped: dict[str, int] = {}
+    for source in sources:
+        for ext, count in source.skipped_by_extension.items():
+            skipped[ext] = skipped.get(ext, 0) + count
+    result.skipped_by_extension = dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
     known = catalog.lookup_paths(list(items))
 
     to_validate: list[str] = []

@@ -35,6 +35,15 @@ _IMAGE_SIGNATURES: list[tuple[bytes, int, str]] = [
     (b"SIMPLE  =", 0, "FITS"),
 ]
 
+# Short signatures (2-4 bytes, zeros included) that a non-image could carry by chance, so they are tried
+# only after every other kind. They tell a damaged animation or cursor (Pillow's fuzzed FLI files) from a
+# file of unknown format.
+_WEAK_IMAGE_SIGNATURES: list[tuple[bytes, int, str]] = [
+    (b"\x11\xaf", 4, "FLI"),
+    (b"\x12\xaf", 4, "FLC"),
+    (b"\x00\x00\x02\x00", 0, "CUR or TGA"),  # an uncompressed TGA starts so too
+]
+
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 _VIDEO_BRANDS = {b"isom", b"iso2", b"mp41", b"mp42", b"qt  ", b"M4V ", b"3gp4", b"3gp5", b"dash", b"avc1"}
 
@@ -102,6 +111,9 @@ def sniff(data: bytes) -> Sniffed:
     for prefix, name in _OTHER_SIGNATURES:
         if head.startswith(prefix):
             return Sniffed(other_kind=name)
+    for prefix, offset, name in _WEAK_IMAGE_SIGNATURES:
+        if head[offset:offset + len(prefix)] == prefix:
+            return Sniffed(image_format=name)
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if stripped.startswith(b"<svg") or (stripped.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
         return Sniffed(image_format="SVG", decodable=False)

@@ -12,13 +12,33 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError, SourceNotFoundError
 
-# Extensions that are images, or that users commonly give images. Other files in a folder are ignored,
-# unless include patterns ask for them.
+# Extensions that are images, or that users commonly give images. Other files in a folder are skipped (and
+# counted by extension in the ingest result, so nothing is left out silently), unless include patterns ask
+# for them.
+#
+# A literal, not PIL.Image.registered_extensions(): what Pillow registers depends on which plugins happen
+# to be imported (pillow-heif, olefile), and which files a folder walk lists must not. The set is
+# Pillow 13's registered read extensions, plus:
+#   .spi .spider  SPIDER (Pillow opens it by content but registers no extension; .spider is Pillow's own
+#                 test-file name for it)
+#   .jxl .svg     images pixelmine cannot decode: listed so that they are reported as unsupported_format,
+#                 not skipped unseen; .ftex is the long spelling of Pillow's .ftc/.ftu
+# and without these, which Pillow registers but which are not images in practice:
+#   .ps           PostScript documents are pages of text (EPS figures, .eps, are kept)
+#   .pdf .palm    Pillow only writes these
+#   .mpg .mpeg    videos; Pillow reads only the header
+#   .bufr .grib .h5 .hdf  scientific data containers; Pillow's plugins are stubs that decode nothing
+#   .iim          IPTC metadata records; the plugin reads only the rare file that carries raw pixels
+#   .fpx .mic     FlashPix / Image Composer: registered only when olefile is installed (pixelmine does not
+#                 depend on it), and without it these OLE files sniff as Office documents
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".heic",
     ".heif", ".avif", ".ico", ".ppm", ".pgm", ".pbm", ".pnm", ".pcx", ".tga", ".psd", ".jp2", ".j2k",
     ".jpx", ".qoi", ".dds", ".sgi", ".rgb", ".icns", ".xbm", ".im", ".msp", ".fits", ".eps", ".svg",
     ".jxl", ".blp", ".ftex", ".dcx", ".gbr", ".wmf", ".emf", ".mpo", ".apng",
+    # added from Pillow's registry: animations, cursors, float maps, sequences and rarer rasters
+    ".fli", ".flc", ".cur", ".pfm", ".xpm", ".fit", ".ftc", ".ftu", ".j2c", ".jpc", ".jpf", ".bw", ".rgba",
+    ".ras", ".icb", ".vda", ".vst", ".pxr", ".pcd", ".avifs", ".heics", ".heifs", ".hif", ".spi", ".spider",
 })
 
 MANIFEST_EXTENSIONS = frozenset({".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson"})
@@ -41,6 +61,8 @@ class Source:
     kind: str  # folder | manifest | paths
     items: list[SourceItem]
     complete: bool  # True when absent items of this key mean deleted files
+    # Files a folder walk left out for their extension (no include patterns given): {".bin": 40, "": 2}
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
 
 
 def _matches(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
@@ -53,8 +75,12 @@ def _matches(relpath: str, include: Sequence[str], exclude: Sequence[str]) -> bo
 
 
 def walk_folder(root: str, *, labels_from_folders: bool = False, include: Sequence[str] = (),
-                exclude: Sequence[str] = ()) -> Iterator[SourceItem]:
-    """Files below ``root``, sorted, following directory symlinks once each (a loop is entered once)."""
+                exclude: Sequence[str] = (), skipped: dict[str, int] | None = None) -> Iterator[SourceItem]:
+    """Files below ``root``, sorted, following directory symlinks once each (a loop is entered once).
+
+    Without ``include`` only :data:`IMAGE_EXTENSIONS` are listed; ``skipped``, when given, counts the other
+    files by lower-cased extension ("" for none). Files that ``exclude`` matches are not counted: the user
+    left those out on purpose."""
     root = os.path.abspath(root)
     seen_dirs: set[tuple[int, int]] = set()
 
@@ -84,10 +110,12 @@ def walk_folder(root: str, *, labels_from_folders: bool = False, include: Sequen
 
     for path in visit(root):
         rel = os.path.relpath(path, root)
+        if not _matches(rel, include, exclude):
+            continue
         ext = os.path.splitext(path)[1].lower()
         if not include and ext not in IMAGE_EXTENSIONS:
-            continue
-        if not _matches(rel, include, exclude):
+            if skipped is not None:
+                skipped[ext] = skipped.get(ext, 0) + 1
             continue
         label = None
         if labels_from_folders:
@@ -180,8 +208,10 @@ def resolve_sources(sources: str | os.PathLike | Iterable[str | os.PathLike] | N
                                        include=include, exclude=exclude))
             result.append(Source(key=path, kind="manifest", items=items, complete=True))
         elif os.path.isdir(path):
-            items = list(walk_folder(path, labels_from_folders=labels_from_folders, include=include, exclude=exclude))
-            result.append(Source(key=path, kind="folder", items=items, complete=True))
+            skipped: dict[str, int] = {}
+            items = list(walk_folder(path, labels_from_folders=labels_from_folders, include=include, exclude=exclude,
+                                     skipped=skipped))
+            result.append(Source(key=path, kind="folder", items=items, complete=True, skipped_by_extension=skipped))
         elif os.path.lexists(path):
             loose.append(SourceItem(path=path))
         else:

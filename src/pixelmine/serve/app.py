@@ -173,9 +173,10 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     def facets():
         return browse.facets(ws())
 
-    @app.get("/images/{image_id}", tags=["browse"], summary="One image: properties, paths, findings, corrections")
+    @app.get("/images/{image_id}", tags=["browse"],
+             summary="One image: properties, paths, findings, corrections, ImageNet tags, prediction")
     def image(image_id: Annotated[str, PathParam(pattern=IMAGE_ID)]):
-        return browse.get_image(ws(), image_id)
+        return browse.get_image(ws(), image_id, backbone=config.backbone, model=config.model)
 
     @app.get("/images/{image_id}/thumbnail", tags=["browse"], summary="JPEG thumbnail (cached in the workspace)",
              response_class=FileResponse)
