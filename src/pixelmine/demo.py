@@ -47,7 +47,7 @@ def run_demo(workspace, *, progress="auto") -> dict:
 # The demo's classifier: logistic regression on MobileNetV2 features of the whole 250 px frame at its own
 # size. The standard 256 px resize + 224 px centre crop cuts off the border and resamples the texture's
 # pixel noise, where the defects are: a probe on those features scores about 0.75 on the test split, this
-# one about 0.85 (README, "Learn" benchmark).
+# one about 0.85 (benchmarks/README.md, "Learn").
 DEMO_MODEL = {"name": "demo-classifier", "head": "logreg", "backbone": "full:mobilenet_v2@250"}
 
 

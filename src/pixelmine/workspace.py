@@ -4,7 +4,7 @@
       catalog.sqlite     images, paths, runs (and later findings, labels corrections)
       features/<backbone>/   cached feature shards
       models/<name>/     trained models
-      index/  reports/  exports/
+      index/  reports/   similarity index, report, clusters and rules
 """
 
 from __future__ import annotations

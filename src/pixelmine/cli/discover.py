@@ -38,7 +38,7 @@ def render_discover(result) -> str:
 
 @click.command("discover")
 @click.option("--only", multiple=True, metavar="KIND",
-              help="Run only this finder (quality, duplicates, outliers, label_issues, classes) or the finder "
+              help="Run only this finder (quality, duplicates, outliers, label_issues, classes, clusters) or the finder "
                    "of this finding kind (repeatable). Default: all.")
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Whose cached features to use.")
 @click.option("--model", help="Model whose out-of-fold probabilities find label errors (default: the latest; "

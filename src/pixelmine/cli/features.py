@@ -14,14 +14,15 @@ _DEFAULTS = ExtractConfig()
 
 @click.command("extract")
 @click.option("--backbone", default=_DEFAULTS.backbone, show_default=True,
-              help="Registered backbone (see: pixelmine backbones), or timm:NAME / torchvision:NAME.")
+              help="Registered backbone (see: pixelmine backbones), timm:NAME, torchvision:NAME, full:NAME@SIZE "
+                   "(the whole frame at SIZE px) or model:NAME (your fine-tuned model NAME).")
 @click.option("--backend", type=click.Choice(["onnx", "torch"]), default=_DEFAULTS.backend, show_default=True,
               help="onnx: ONNX Runtime (fastest on CPU); torch: eager PyTorch (uses a CUDA GPU when present).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
               help="Images per inference call.")
 @click.option("--precision", type=click.Choice(list(backbones.PRECISIONS)), default=_DEFAULTS.precision,
               show_default=True, help="int8: statically quantized ONNX model calibrated on this workspace "
-                                      "(faster; check the README for its accuracy cost).")
+                                      "(faster; its accuracy cost: benchmarks/README.md, Extract).")
 @click.option("--threads", type=click.IntRange(min=1), help="Inference threads (default: all cores).")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Decode processes (default: cores - 1; 0 = decode in a thread of this process).")
@@ -103,7 +104,9 @@ def backbones_command(pattern, as_json):
     click.echo(table([(r["name"], r["dim"], r["input"], r["source"], r["weights"]) for r in rows],
                      ("backbone", "dim", "input", "source", "weights")))
     click.echo(f"\ndefault: {backbones.DEFAULT_BACKBONE}. Also any timm:NAME or torchvision:NAME "
-               "(e.g. timm:convnext_tiny.fb_in22k, torchvision:resnet50); their weights download on first use.")
+               "(e.g. timm:convnext_tiny.fb_in22k, torchvision:resnet50; their weights download on first use), "
+               "full:NAME@SIZE (the whole frame at SIZE px, e.g. full:mobilenet_v2@250) and model:NAME (the "
+               "network of your fine-tuned model NAME).")
 
 
 COMMANDS = [extract_command, backbones_command]

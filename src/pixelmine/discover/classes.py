@@ -29,8 +29,8 @@ TOP_PAIRS = 5
 
 KINDS = {  # kind -> (what it means, what to do)
     "rare_class": ("its class has far fewer images than the largest class",
-                   "collect more images of this class, or weight it in training (pixelmine train --class-weight "
-                   "balanced)"),
+                   "collect more images of this class; training already weights classes by their frequency "
+                   "(class_weight 'balanced', the default)"),
     "class_overlap": ("sits where two easily confused classes overlap in feature space",
                       "check the label; write down what tells the two classes apart, and collect clearer examples"),
 }

@@ -11,7 +11,7 @@ Pipeline (a pure function of arrays, :func:`find_clusters`):
    - ``hdbscan``: scikit-learn's HDBSCAN (``min_cluster_size`` = max(10, N/50)); points in no dense
      region get cluster -1 ("noise").
    ``benchmarks/clusters.py`` measures both against the true classes; k-means + silhouette was the better
-   default on the demo set and on Fashion-MNIST (see README, "Clusters").
+   default on the demo set and on Fashion-MNIST (see benchmarks/README.md, "Clusters").
 3. Describe each cluster: size, label counts, the dominant label and its share (the purity), the mean
    probability of the ImageNet tags its members carry, and ``new_category`` when the cluster has no
    dominant label (no label reaches ``dominant_share`` of its labelled members) or is mostly unlabelled:

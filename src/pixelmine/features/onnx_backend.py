@@ -2,7 +2,7 @@
 threading.
 
 Why: on a CPU, eager PyTorch spends much of its time outside the convolutions; ONNX Runtime fuses
-Conv+BN+activation and runs MobileNetV2 several times faster on the same two cores (see the README).
+Conv+BN+activation and runs MobileNetV2 several times faster on the same two cores (see benchmarks/README.md, "Extract").
 
 Threads: ``intra_op_num_threads`` = the cores this process may use (2 here), ``inter_op`` = 1 (a CNN
 is one chain of ops). Spinning is off: between batches ORT's worker threads would otherwise busy-wait

@@ -2,7 +2,7 @@
 
 Static, not dynamic: ONNX Runtime's ``quantize_dynamic`` made every CNN tried 3-14x *slower* on CPU,
 while calibrated static QDQ (uint8 activations, per-channel int8 weights, min-max ranges) runs faster
-and keeps a linear probe's accuracy within its noise for MobileNetV2 (measured: README, Benchmarks).
+and keeps a linear probe's accuracy within its noise for MobileNetV2 (measured: benchmarks/README.md, "Extract").
 The calibration set is up to ``CALIBRATION_IMAGES`` images of the first extraction run, spread evenly
 over the catalog order; the quantized model is then cached beside the fp32 one and reused.
 """

@@ -156,7 +156,7 @@ function tile(item, caption) {
   const id = item.id || item.image_id;
   // Images that cannot be decoded have no thumbnail: show their status instead of a broken image.
   const picture = item.status && item.status !== "ok"
-    ? h("div", { class: "thumb no-thumb", role: "img", "aria-label": `image ${short(id)}: ${item.status}` }, item.status.replace("_", " "))
+    ? h("div", { class: "thumb no-thumb", role: "img", "aria-label": `image ${short(id)}: ${item.status}` }, item.status.replaceAll("_", " "))
     : h("img", { src: thumb(id), alt: `image ${short(id)}`, loading: "lazy", width: 150, height: 150 });
   return h("button", { class: "tile", type: "button", dataset: { id }, title: "open (Enter)", onclick: () => openDetail(id) },
     picture, h("span", { class: "cap" }, caption));
@@ -208,7 +208,7 @@ async function renderDuplicates(params) {
     return;
   }
   const groups = data.items.map((group, n) => h("section", { class: "group", "aria-label": `group ${offset + n + 1}` },
-    h("h2", {}, `Group ${offset + n + 1}: ${group.images.length} images `, h("span", { class: "badge" + (group.kind === "exact_duplicate" ? " warn" : "") }, group.kind.replace("_", " "))),
+    h("h2", {}, `Group ${offset + n + 1}: ${group.images.length} images `, h("span", { class: "badge" + (group.kind === "exact_duplicate" ? " warn" : "") }, group.kind.replaceAll("_", " "))),
     h("div", { class: "row" }, group.images.map((img) => h("figure", {},
       h("button", { class: "tile", type: "button", onclick: () => openDetail(img.image_id), dataset: { id: img.image_id } },
         h("img", { src: thumb(img.image_id), alt: `image ${short(img.image_id)}`, loading: "lazy" })),
@@ -234,7 +234,7 @@ async function renderReview(params) {
   const offset = Number(params.get("offset") || 0);
   const data = await api(`/findings?kind=${encodeURIComponent(kind)}&limit=25&offset=${offset}`);
   const tabs = h("div", { class: "tabs", role: "tablist" }, kinds.map((k) =>
-    h("button", { type: "button", role: "tab", "aria-selected": String(k === kind), onclick: () => (location.hash = `#/review?kind=${k}`) }, k.replace("_", " "))));
+    h("button", { type: "button", role: "tab", "aria-selected": String(k === kind), onclick: () => (location.hash = `#/review?kind=${k}`) }, k.replaceAll("_", " "))));
   const items = data.items.map((f, n) => reviewItem(f, n));
   const pager = h("div", { class: "pager" },
     h("button", { type: "button", disabled: offset === 0, onclick: () => (location.hash = `#/review?kind=${kind}&offset=${Math.max(0, offset - 25)}`) }, "← Previous"),
