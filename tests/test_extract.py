@@ -175,7 +175,7 @@ def test_config_errors_name_the_value_and_the_choices(tmp_path):
     with pytest.raises(InputError, match=r"precision 'int8' needs --backend onnx"):
         ExtractConfig(precision="int8", backend="torch")
     ws = pixelmine.open_workspace(tmp_path / "ws")
-    with pytest.raises(InputError, match=r"unknown extract option\(s\) 'batchsize'; valid options: .*batch_size"):
+    with pytest.raises(InputError, match=r"unknown extract option\(s\) 'batchsize'; allowed: .*batch_size"):
         ws.extract("tiny_test", batchsize=3)
     with pytest.raises(NotFittedError, match="run: pixelmine extract --backbone tiny_test"):
         ws.features("tiny_test")

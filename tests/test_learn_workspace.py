@@ -180,9 +180,9 @@ def test_class_with_one_image_is_explained_and_can_be_excluded(tmp_path):
 
 def test_unknown_settings_are_named(tmp_path):
     ws, *_ = labelled_workspace(tmp_path, {"a": 4, "b": 4})
-    with pytest.raises(InputError, match=r"unknown setting\(s\) epochz"):
+    with pytest.raises(InputError, match=r"unknown train option\(s\) 'epochz'"):
         ws.train(progress=False, epochz=3)
-    with pytest.raises(InputError, match=r"unknown setting\(s\) finetune.epochz"):
+    with pytest.raises(InputError, match=r"unknown finetune option\(s\) 'finetune.epochz'"):
         ws.train("finetune", progress=False, finetune={"epochz": 3})
     with pytest.raises(InputError, match="the head 'forest' is not known; choose one of: logreg, svm, knn, finetune"):
         ws.train("forest", progress=False)

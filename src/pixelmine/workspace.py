@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import InputError, WorkspaceError
+from .optional import needs_extras
 from .defaults import DEFAULT_BACKBONE
 
 DEFAULT_WORKSPACE = "pixelmine-workspace"
@@ -94,6 +95,7 @@ class Workspace:
         return self.catalog.images(status=status, label=label)
 
     # -- stage 2: features (pixelmine.backbones, pixelmine.features) ----------------------------------
+    @needs_extras("Feature extraction")
     def extract(self, backbone: str = DEFAULT_BACKBONE, *, config=None, progress="auto", **options):
         """Compute and cache the features (and top-5 ImageNet tags) of every ok image the cache lacks.
 
@@ -118,6 +120,7 @@ class Workspace:
 
         return load_features(self.root, backbone, precision=precision)
 
+    @needs_extras("ImageNet tags")
     def tags(self, backbone: str = DEFAULT_BACKBONE, *, min_prob: float = 0.0) -> dict[str, list[tuple[str, float]]]:
         """Each image's top-5 ImageNet tags ``[(label, probability), ...]``, best first, by image id."""
         from .backbones import get as get_backbone
@@ -132,6 +135,7 @@ class Workspace:
         return extraction_errors(self.catalog, backbone)
 
     # -- stage 3: learn (splits, training, evaluation, prediction; pixelmine.learn) -----------------------
+    @needs_extras("Splitting")
     def split(self, *, backbone: str = DEFAULT_BACKBONE, exclude_classes=(), **split_options):
         """Split the labelled images into train/val/test (stored in the catalog) and return the
         :class:`~pixelmine.learn.data.SplitResult`. Options are fields of
@@ -153,6 +157,7 @@ class Workspace:
             pass
         return ensure_splits(self.catalog, data, config.split, vectors, resplit=True)
 
+    @needs_extras("Training")
     def train(self, head: str | None = None, *, config=None, resplit: bool = False, resume: bool = False,
               progress="auto", on_epoch=None, **options):
         """Train and save a model; returns a :class:`~pixelmine.learn.model.Model`.
@@ -168,6 +173,7 @@ class Workspace:
             options["head"] = head
         return train(self, config, resplit=resplit, resume=resume, progress=progress, on_epoch=on_epoch, **options)
 
+    @needs_extras("Loading a model")
     def model(self, name: str | None = None):
         """A trained model by name (default: the most recently trained)."""
         from .learn.loading import load_model
@@ -189,6 +195,7 @@ class Workspace:
         return self.catalog.runs(kind, limit)
 
     # -- stage 5a: discover (duplicates, outliers, label issues, quality, classes; pixelmine.discover.run) ----
+    @needs_extras("Discovery")
     def discover(self, *, only=None, backbone: str = DEFAULT_BACKBONE, model: str | None = None, workers: int = 2,
                  progress="auto"):
         """Run the finders (all, or ``only`` finder names / finding kinds) as one recorded run; returns a
@@ -211,6 +218,7 @@ class Workspace:
 
     # -- stage 5b: explore (clusters, 2-D map, association rules, similarity search, report) ---------------
     # pixelmine.discover.explore, pixelmine.search, pixelmine.report
+    @needs_extras("Clustering")
     def discover_clusters(self, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "umap", **options):
         """Cluster the images in feature space (automatic number of clusters), store ``cluster`` findings,
         ``reports/clusters.json`` and the 2-D map ``index/map2d.npz``. Options are fields of
@@ -236,6 +244,7 @@ class Workspace:
 
         return load_map(self)
 
+    @needs_extras("Association rules")
     def rules(self, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, refresh: bool = True,
               **options) -> dict:
         """Association rules over labels, predictions, tags, clusters, findings and metadata (FP-growth).
@@ -250,6 +259,7 @@ class Workspace:
         run_rules(self, backbone=backbone, model=model, **options)
         return load_rules(self)
 
+    @needs_extras("Similarity search")
     def similar(self, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE):
         """The ``k`` images most similar to ``image`` (an image id or unique prefix, a catalogued path, or a
         new image file), most similar first: a list of :class:`pixelmine.search.Neighbour`."""
@@ -257,6 +267,7 @@ class Workspace:
 
         return similar(self, image, k, backbone=backbone)[1]
 
+    @needs_extras("The report")
     def report(self, output=None, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""
         from .report import write_report

@@ -11,9 +11,10 @@ import math
 import re
 from pathlib import PurePosixPath
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
 from .spec import Backbone, Preprocessing
 from .weights import CheckpointFile, HubModel, ResolvedWeights
+from ..optional import require
 
 _log = logging.getLogger(__name__)
 
@@ -28,11 +29,8 @@ def _interpolation(name: str, model: str) -> str:
 # -- timm -----------------------------------------------------------------------------------------
 def timm_backbone(model_name: str, **_context) -> Backbone:
     """``timm:convnext_tiny.fb_in22k`` -> a Backbone with timm's pretrained config and weights."""
-    try:
-        import timm
-        from timm.models import get_pretrained_cfg
-    except ImportError as exc:
-        raise MissingDependencyError("timm", f"The backbone 'timm:{model_name}'", "pip install 'pixelmine[ml]'") from exc
+    timm = require("timm", f"The backbone 'timm:{model_name}'")
+    from timm.models import get_pretrained_cfg
     if not timm.is_model(model_name):
         raise InputError(f"timm has no model named {model_name!r}; list them with: "
                          f"python -c \"import timm; print(timm.list_models(pretrained=True))\"")
@@ -89,11 +87,7 @@ def _url_checkpoint(url: str, layout: str) -> CheckpointFile:
 # -- torchvision ----------------------------------------------------------------------------------
 def torchvision_backbone(model_name: str, **_context) -> Backbone:
     """``torchvision:resnet50`` (default weights) or ``torchvision:resnet50.IMAGENET1K_V1``."""
-    try:
-        import torchvision.models as tvm
-    except ImportError as exc:
-        raise MissingDependencyError("torchvision", f"The backbone 'torchvision:{model_name}'",
-                                     "pip install 'pixelmine[ml]'") from exc
+    tvm = require("torchvision.models", f"The backbone 'torchvision:{model_name}'")
     arch, _, tag = model_name.partition(".")
     if arch not in tvm.list_models():
         raise InputError(f"torchvision has no model named {arch!r}; choose one of: "

@@ -12,6 +12,7 @@ import click
 
 from .._version import __version__
 from ..errors import PixelmineError
+from ..optional import as_missing_dependency
 
 
 class _Group(click.Group):
@@ -22,6 +23,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PixelmineError as exc:
             raise click.ClickException(str(exc)) from exc
+        except ImportError as exc:  # an optional package of an extra this installation lacks
+            missing = as_missing_dependency(exc, f"pixelmine {ctx.invoked_subcommand}")
+            if missing is None:
+                raise
+            raise click.ClickException(str(missing)) from exc
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished work is saved; run the same command again to resume.", err=True)
             sys.exit(130)

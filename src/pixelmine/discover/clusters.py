@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from .findings import Finding
+from ..config import build_config
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +192,7 @@ def find_clusters(ids: Sequence[str], vectors: np.ndarray, labels: Sequence[str 
                   tag_names: Sequence[str] | None = None, config: ClusterConfig | None = None,
                   **options) -> ClusterResult:
     """Cluster ``vectors`` (N, D) and describe each cluster. Options are ClusterConfig fields."""
-    if config is not None and options:
-        raise InputError(f"pass either config= or ClusterConfig fields as keywords, not both; got config and "
-                         f"{', '.join(sorted(options))}")
-    config = config or ClusterConfig(**options)
+    config = build_config(ClusterConfig, config, options, stage="clusters")
     vectors = np.asarray(vectors)
     ids = list(ids)
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:

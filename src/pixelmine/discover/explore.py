@@ -25,6 +25,8 @@ from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
 from ..defaults import DEFAULT_BACKBONE
 from ..fileio import atomic_write_json
 from ..runs import image_set
+from ..optional import check_installed
+from ..config import build_config
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,8 @@ def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "uma
     """Cluster the workspace's images in a discover run of their own: store ``cluster`` findings, the
     descriptions (``reports/clusters.json``) and the 2-D map (``index/map2d.npz``).
     Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ``k_max=30``, ...)."""
-    config = ClusterConfig(**options)
+    check_installed("pixelmine clusters", "sklearn")
+    config = build_config(ClusterConfig, None, options, stage="clusters")
     features = ws.features(backbone)
     ids, images = _usable(ws, features)
     if len(ids) < 3:
@@ -141,7 +144,8 @@ def _issues(ws) -> dict[str, list[str]]:
 
 def run_rules(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, **options) -> RulesResult:
     """Mine association rules over every ok image; saves ``reports/rules.json`` and records a run."""
-    config = RulesConfig(**options)
+    check_installed("pixelmine rules", "mlxtend", "pandas")
+    config = build_config(RulesConfig, None, options, stage="rules")
     images = {row["id"]: row for row in ws.catalog.images(status="ok")}
     if not images:
         raise NotFittedError(f"no ingested images in workspace {str(ws.root)!r}; run: pixelmine ingest SRC")

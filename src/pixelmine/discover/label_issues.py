@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
 from .findings import Finding
+from ..optional import missing
 
 FILTER_BY = "rank"  # or any cleanlab filter_by: "prune_by_noise_rate", "both", "confident_learning", ...
 
@@ -35,8 +36,7 @@ def _cleanlab():
         import cleanlab.filter
         import cleanlab.rank
     except ImportError as exc:
-        raise MissingDependencyError("cleanlab", "Label-error detection",
-                                     install="pip install 'pixelmine[ml]'  (or: pip install cleanlab)") from exc
+        raise missing(getattr(exc, "name", None) or "cleanlab", "Label-error detection") from exc
     return cleanlab
 
 

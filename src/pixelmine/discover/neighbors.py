@@ -15,19 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
+from ..optional import require
 
 EXACT_LIMIT = 20_000  # images; above this the approximate (IVF) index is used
 NPROBE = 24  # IVF cells searched per query
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingDependencyError("faiss-cpu", "Nearest-neighbour search for discovery",
-                                     install="pip install 'pixelmine[ml]'  (or: pip install faiss-cpu)") from exc
-    return faiss
+    return require("faiss", "Nearest-neighbour search for discovery")
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

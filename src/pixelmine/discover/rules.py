@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
 from ..fileio import atomic_write_json
+from ..optional import needs_extras
+from ..config import build_config
 
 log = logging.getLogger(__name__)
 
@@ -152,16 +154,11 @@ def build_transactions(ids: Sequence[str], *, labels: Mapping[str, str | None] |
 
 def mine_rules(transactions: Sequence[Sequence[str]], config: RulesConfig | None = None, **options) -> RulesResult:
     """Frequent itemsets (FP-growth) and the interesting single-consequent rules among them."""
-    if config is not None and options:
-        raise InputError(f"pass either config= or RulesConfig fields as keywords, not both; got config and "
-                         f"{', '.join(sorted(options))}")
-    config = config or RulesConfig(**options)
-    try:
+    config = build_config(RulesConfig, config, options, stage="rules")
+    with needs_extras("Association rules"):
         import pandas as pd
         from mlxtend.frequent_patterns import association_rules, fpgrowth
         from mlxtend.preprocessing import TransactionEncoder
-    except ImportError as exc:
-        raise MissingDependencyError("mlxtend", "Association rules", "pip install 'pixelmine[ml]'") from exc
     n = len(transactions)
     counts = Counter(item for items in transactions for item in set(items))
     if n == 0 or not counts:

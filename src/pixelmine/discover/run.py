@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..defaults import DEFAULT_BACKBONE
 from ..errors import InputError
+from ..optional import check_installed
 from .context import build_context
 from .finders import FINDERS, resolve_only
 from .findings import Finding, store_findings
@@ -40,6 +41,7 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = DEF
     """Run the finders (all, or those ``only`` names) on ``backbone``'s features; store and count findings."""
     from ..progress import resolve_progress
 
+    check_installed("pixelmine discover", "numpy", "sklearn", "faiss", "cleanlab")
     names = resolve_only(only)
     if not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers must be a positive integer; got {workers!r}")

@@ -26,6 +26,7 @@ from .embedder import BACKENDS, Embedder, crop_spec, default_workers
 from .decoding import Decoder
 from .store import TOP_K_TAGS, FeatureSet, FeatureStore
 from ..runs import image_set
+from ..config import build_config
 
 _log = logging.getLogger(__name__)
 
@@ -175,16 +176,7 @@ def extract(catalog: Catalog, workspace_root, config: ExtractConfig | None = Non
 
 
 def _config(config: ExtractConfig | None, options: dict) -> ExtractConfig:
-    if config is not None:
-        if options:
-            raise InputError(f"pass either an ExtractConfig or keyword options, not both (got {sorted(options)})")
-        return config
-    valid = set(ExtractConfig.__dataclass_fields__)
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise InputError(f"unknown extract option(s) {', '.join(map(repr, unknown))}; "
-                         f"valid options: {', '.join(sorted(valid))}")
-    return ExtractConfig(**options)
+    return build_config(ExtractConfig, config, options, stage="extract")
 
 
 def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, todo, result: ExtractResult,

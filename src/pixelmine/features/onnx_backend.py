@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..backbones.model_outputs import OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP
-from ..errors import MissingDependencyError
 from ..fileio import atomic_path
+from ..optional import require
 
 _log = logging.getLogger(__name__)
 
@@ -30,12 +30,7 @@ ONNX_OPSET = 18
 
 
 def _import_ort():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "The ONNX Runtime backend (--backend onnx)",
-                                     "pip install 'pixelmine[ml]'  (or use --backend torch)") from exc
-    return onnxruntime
+    return require("onnxruntime", "The ONNX Runtime backend (--backend onnx)")
 
 
 def export_onnx(model, path: str | os.PathLike, *, fingerprint: str = "") -> Path:

@@ -47,15 +47,12 @@ def _calibration_pixels(spec, tasks, count: int = CALIBRATION_IMAGES) -> np.ndar
 def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike, spec, tasks, *,
                   fingerprint: str) -> Path:
     """Write a statically quantized copy of ``fp32_path`` calibrated on images of ``tasks`` (id, path)."""
-    try:
+    from ..optional import needs_extras
+
+    with needs_extras("int8 extraction (--precision int8)"):
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_static)
         from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError as exc:
-        from ..errors import MissingDependencyError
-
-        raise MissingDependencyError("onnxruntime", "int8 extraction (--precision int8)",
-                                     "pip install 'pixelmine[ml]'") from exc
     from .onnx_backend import _quiet_loggers, _stamp
 
     pixels = _calibration_pixels(spec, tasks)

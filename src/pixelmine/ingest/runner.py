@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..progress import resolve_progress
 from .sources import Source, SourceItem, resolve_sources
 from .validate import FileRecord, ValidationLimits, validate_file
+from ..config import build_config
 
 _log = logging.getLogger(__name__)
 
@@ -218,10 +219,8 @@ def _stat_key(path: str) -> tuple[int, int] | None:
 def ingest(catalog: Catalog, sources=None, *, manifest=None, config: IngestConfig | None = None,
            progress="auto", **overrides) -> IngestResult:
     """Validate and catalogue every file of the sources. See :class:`IngestConfig` for the options."""
-    if config is None:
-        config = IngestConfig(**{k: (tuple(v) if k in ("include", "exclude") else v) for k, v in overrides.items()})
-    elif overrides:
-        raise InputError(f"pass either config= or keyword options, not both (got {sorted(overrides)})")
+    config = build_config(IngestConfig, config, {k: (tuple(v) if k in ("include", "exclude") and v is not None
+                                                     else v) for k, v in overrides.items()}, stage="ingest")
     started = time.monotonic()
     resolved = resolve_sources(sources, manifest=manifest, labels_from_folders=config.labels_from_folders,
                                include=config.include, exclude=config.exclude, path_column=config.path_column,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
 from ..defaults import DEFAULT_BACKBONE
+from ..config import check_keys
 
 HEAD_NAMES = ("logreg", "svm", "knn", "finetune")
 SPLIT_NAMES = ("train", "val", "test")
@@ -208,11 +209,7 @@ class TrainConfig:
 
 
 def _build(cls, data: dict, prefix: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise InputError(f"unknown setting(s) {', '.join(prefix + k for k in unknown)}; allowed in "
-                         f"{prefix.rstrip('.') or 'train'}: {', '.join(known)}")
+    check_keys(cls, data, stage=prefix.rstrip(".") or "train", prefix=prefix)
     values = {}
     for key, value in data.items():
         if key == "split" and isinstance(value, dict):

@@ -15,19 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
 from ..features.store import folder_name
 from ..fileio import atomic_path, atomic_save_npy, atomic_write_json
+from ..optional import require
 
 log = logging.getLogger(__name__)
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingDependencyError("faiss-cpu", "Similarity search", "pip install 'pixelmine[ml]'") from exc
-    return faiss
+    return require("faiss", "Similarity search")
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from ..errors import InputError, NotFittedError
 from .index import VectorIndex
 from ..defaults import DEFAULT_BACKBONE
 from ..fileio import sha256_file
+from ..optional import check_installed
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -86,6 +87,7 @@ def embed_file(path: str, backbone: str, fingerprint: str, workspace_root) -> np
 def similar(ws, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE) -> tuple[Query, list[Neighbour]]:
     """The ``k`` images most similar to ``image``, most similar first. A catalogued query is in the index,
     so it comes first as its own neighbour (similarity 1.0), which shows the answer is anchored right."""
+    check_installed("Similarity search", "faiss")
     if int(k) < 1:
         raise InputError(f"The 'k' parameter must be at least 1. Got {k!r} instead.")
     query = resolve(ws.catalog, image)

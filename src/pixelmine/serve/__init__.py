@@ -8,18 +8,12 @@
 
 from __future__ import annotations
 
-from ..errors import MissingDependencyError
-
-INSTALL = "pip install 'pixelmine[serve]'"
+from ..optional import require
 
 
 def _require() -> None:
-    for package in ("fastapi", "uvicorn", "multipart"):
-        try:
-            __import__(package)
-        except ImportError as exc:
-            raise MissingDependencyError("python-multipart" if package == "multipart" else package,
-                                         "pixelmine serve", INSTALL) from exc
+    for package in ("fastapi", "uvicorn", "python_multipart"):
+        require(package, "pixelmine serve")
 
 
 def create_app(root, *, token: str, **options):

@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field
 
 from .. import browse, corrections, thumbnails
 from .._version import __version__
-from ..errors import MissingDependencyError
 from ..uploads import UploadLimits, accept_upload
 from ..workspace import open_workspace
 from . import errors
@@ -153,12 +152,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
         return {"file": uploads[0].name, "neighbors": result}
 
     def _similar(path: str, k: int):
-        workspace = ws()
-        search = getattr(workspace, "similar", None)
-        if search is None:
-            raise MissingDependencyError("pixelmine.search", "similarity search",
-                                         "upgrade pixelmine to a version with search (pixelmine similar)")
-        return [n.to_dict() if hasattr(n, "to_dict") else n for n in search(path, k=k, backbone=config.backbone)]
+        return [n.to_dict() for n in ws().similar(path, k=k, backbone=config.backbone)]
 
     # -- browsing -----------------------------------------------------------------------------------
     @app.get("/images", tags=["browse"], summary="Catalogued images, filtered and paged")
