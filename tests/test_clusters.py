@@ -104,13 +104,13 @@ def test_umap_map_keeps_blobs_apart():
 
 
 def test_discover_runs_the_clusters_finder(tmp_path, monkeypatch):
-    import pixelmine.discover.explore as explore  # registers the 'clusters' finder with pixelmine discover
+    import pixelmine.discover.explore as explore
     from pixelmine.discover.run import discover
 
     monkeypatch.setattr(explore, "DISCOVER_MAP_METHOD", "pca")  # UMAP's first-use compile costs ~30 s
 
     ws, ids, labels, _ = labelled_workspace(tmp_path, {"cat": 20, "dog": 20}, separation=8.0)
-    result = discover(ws, only=["cluster"], backbone=BACKBONE, progress=False)
+    result = discover(ws.catalog, ws.root, ws.features(BACKBONE), only=["cluster"], progress=False)
     assert result.counts["cluster"]["findings"] == len(ids)
     assert result.summary["clusters"]["k"] == 2
     assert len(load_findings(ws.catalog, kind="cluster", run_id=result.run_id)) == len(ids)

@@ -34,6 +34,7 @@ def fake_model(ws, classes: list[str]) -> None:
     (directory / "model.json").write_text(json.dumps({
         "format_version": 1, "name": "probe1", "kind": "probe", "head": "logreg", "backbone": BACKBONE,
         "classes": classes, "test_metrics": {"accuracy": 0.9, "macro_f1": 0.87}, "n_test": 30,
+        "uncertainty": {"min_confidence": 0.5, "min_margin": 0.0},
         "created_at": "2026-01-01T00:00:00+00:00", "run_id": 1}))
 
 
@@ -57,7 +58,7 @@ def populated(tmp_path):
 
 def test_report_is_one_offline_file_with_every_section(tmp_path):
     ws, ids = populated(tmp_path)
-    path = ws.report(backbone=BACKBONE)
+    path = ws.report()
     assert path == ws.root / "reports" / "report.html"
     text = path.read_text(encoding="utf-8")
     assert external_references(text) == []
@@ -80,7 +81,7 @@ def test_report_is_one_offline_file_with_every_section(tmp_path):
 
 def test_report_names_the_command_for_each_missing_stage(tmp_path):
     ws, _, _, _ = labelled_workspace(tmp_path, {"a": 3, "b": 3})
-    text = ws.report(tmp_path / "out" / "r.html", backbone=BACKBONE).read_text()
+    text = ws.report(tmp_path / "out" / "r.html").read_text()
     for command in ("pixelmine discover", "pixelmine clusters", "pixelmine train", "pixelmine rules"):
         assert f"<code>{command}</code>" in text
     assert external_references(text) == []
@@ -91,7 +92,7 @@ def test_cli_report_similar_clusters_rules(tmp_path):
     runner = CliRunner()
     target = tmp_path / "audit.html"
     result = runner.invoke(main, ["report", "--workspace", str(ws.root), "--output", str(target),
-                                  "--backbone", BACKBONE, "--json"])
+                                  "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["report"] == str(target) and target.stat().st_size > 1000
     result = runner.invoke(main, ["similar", ids[0][:12], "-k", "3", "--backbone", BACKBONE,

@@ -112,8 +112,9 @@ def test_no_import_cycle_between_modules():
 def test_the_library_never_imports_the_cli_or_web_layers():
     graph = import_graph()
     shells = ("pixelmine.cli", "pixelmine.serve")
+    entry_point = "pixelmine.__main__"  # `python -m pixelmine`: the command itself
     offenders = sorted(f"{name} imports {target}" for name, targets in graph.items() for target in targets
-                       if target.startswith(shells) and not name.startswith(shells))
+                       if target.startswith(shells) and not name.startswith(shells) and name != entry_point)
     assert not offenders, offenders
 
 
@@ -173,13 +174,13 @@ def test_discover_runs_the_same_finders_whoever_imported_what(tmp_path):
 
 
 @pytest.mark.parametrize("call, message", [
-    ("backbones.get('nope')", r"unknown backbone 'nope'; choose one of: efficientnet_lite0, mobilenet_v2, tiny_test"),
+    ("backbones.get('nope')", r"unknown backbone 'nope'; choose one of: efficientnet_lite0, mobilenet_v2, (.*, )?tiny_test.*full:NAME@SIZE"),
     ("backbones.register(backbones.get('tiny_test'))", r"a backbone named 'tiny_test' is already registered"),
     ("backbones.unregister('mobilenet_v2')", r"built-in backbone and cannot be unregistered"),
     ("backbones.get('model:mine')", r"a model of a workspace"),
 ])
 def test_registry_misses_and_duplicates_are_input_errors(call, message):
-    from pixelmine import backbones
+    from pixelmine import backbones  # noqa: F401  (the calls below are eval()ed)
     from pixelmine.errors import InputError
 
     with pytest.raises(InputError, match=message):

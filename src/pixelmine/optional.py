@@ -23,7 +23,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "sklearn": ("scikit-learn", "ml"), "scipy": ("scipy", "ml"), "joblib": ("joblib", "ml"),
     "umap": ("umap-learn", "ml"), "mlxtend": ("mlxtend", "ml"), "faiss": ("faiss-cpu", "ml"),
     "cleanlab": ("cleanlab", "ml"), "matplotlib": ("matplotlib", "ml"), "safetensors": ("safetensors", "ml"),
-    "huggingface_hub": ("huggingface-hub", "ml"),
+    "huggingface_hub": ("huggingface-hub", "ml"), "pandas": ("pandas", "ml"),
     "fastapi": ("fastapi", "serve"), "uvicorn": ("uvicorn", "serve"), "multipart": ("python-multipart", "serve"),
     "python_multipart": ("python-multipart", "serve"), "starlette": ("fastapi", "serve"),
     "pydantic": ("fastapi", "serve"), "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),
@@ -51,13 +51,22 @@ def require(module: str, feature: str) -> ModuleType:
         raise missing(getattr(exc, "name", None) or module, feature) from exc
 
 
-def check_installed(feature: str, *modules: str) -> None:
-    """Fail early, before any work, when a stage's optional packages are not installed."""
+# what each stage imports as it runs, checked before it starts (and before its inputs are loaded)
+STAGE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "discover": ("sklearn", "faiss", "cleanlab"),
+    "clusters": ("sklearn",),
+    "rules": ("mlxtend", "pandas"),
+    "similar": ("faiss",),
+}
+
+
+def check_stage(stage: str) -> None:
+    """Fail early, before any work, when the optional packages of ``stage`` are not installed."""
     import importlib.util
 
-    for module in modules:
+    for module in STAGE_REQUIREMENTS[stage]:
         if importlib.util.find_spec(module) is None:
-            raise missing(module, feature)
+            raise missing(module, f"pixelmine {stage}")
 
 
 def as_missing_dependency(exc: ImportError, feature: str) -> MissingDependencyError | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import InputError, WorkspaceError
-from .optional import needs_extras
+from .optional import check_stage, needs_extras
 from .defaults import DEFAULT_BACKBONE
 
 DEFAULT_WORKSPACE = "pixelmine-workspace"
@@ -151,7 +151,7 @@ class Workspace:
         data = labelled_images(self.catalog, exclude_classes=config.exclude_classes)
         vectors = None
         try:
-            features, data, _ = features_for(self, backbone, data, progress=False)
+            features, data, _ = features_for(self.root, backbone, data, extract=self.extract, progress=False)
             vectors = features.vectors[features.rows(data.ids)]
         except NotFittedError:
             pass
@@ -171,20 +171,21 @@ class Workspace:
 
         if head is not None:
             options["head"] = head
-        return train(self, config, resplit=resplit, resume=resume, progress=progress, on_epoch=on_epoch, **options)
+        return train(self.catalog, self.root, config, extract=self.extract, resplit=resplit, resume=resume,
+                     progress=progress, on_epoch=on_epoch, **options)
 
     @needs_extras("Loading a model")
     def model(self, name: str | None = None):
         """A trained model by name (default: the most recently trained)."""
         from .learn.loading import load_model
 
-        return load_model(self, name)
+        return load_model(self.catalog, self.root, name)
 
     def models(self) -> list[dict]:
         """Every model folder: name, kind, head, backbone, classes, test accuracy and macro-F1."""
         from .learn.artifacts import list_models
 
-        return list_models(self)
+        return list_models(self.root)
 
     def oof_probabilities(self, model: str | None = None) -> dict:
         """Out-of-fold probabilities of every labelled image (``models/<name>/oof.npz``): ids, labels, classes,
@@ -201,9 +202,24 @@ class Workspace:
         """Run the finders (all, or ``only`` finder names / finding kinds) as one recorded run; returns a
         :class:`~pixelmine.discover.run.DiscoverResult` (run id, counts per kind, summary). Needs features:
         NotFittedError names the command to run when there are none."""
+        from .discover.context import require_images
+        from .discover.finders import resolve_only
         from .discover.run import discover
 
-        return discover(self, only=only, backbone=backbone, model=model, workers=workers, progress=progress)
+        check_stage("discover")
+        only = resolve_only(only)  # a wrong name is said before any work
+        require_images(self.catalog)
+        return discover(self.catalog, self.root, self.features(backbone), model=self._trained(model), only=only,
+                        workers=workers, progress=progress)
+
+    def _trained(self, name: str | None):
+        """The model ``name`` (NotFittedError when it does not exist); for ``None`` the newest, or None when no
+        model is trained yet (the stages that can use one work without)."""
+        from .learn.artifacts import list_models
+
+        if name is None and not any(m["status"] == "ready" for m in list_models(self.root)):
+            return None  # nothing to load (and nothing of the learn stack to import)
+        return self.model(name)
 
     def findings(self, kind: str | None = None, *, issues_only: bool = False, run_id: int | None = None,
                  limit: int | None = None) -> list:
@@ -226,14 +242,15 @@ class Workspace:
         Returns a :class:`~pixelmine.discover.clusters.ClusterResult`."""
         from .discover.explore import run_clusters
 
-        return run_clusters(self, backbone=backbone, map_method=map_method, **options)
+        check_stage("clusters")
+        return run_clusters(self.catalog, self.root, self.features(backbone), map_method=map_method, **options)
 
     def clusters(self) -> dict:
         """The stored cluster descriptions (method, k, silhouette, clusters with labels, tags, purity)."""
         from .discover.explore import load_clusters
         from .errors import NotFittedError
 
-        data = load_clusters(self)
+        data = load_clusters(self.root)
         if data is None:
             raise NotFittedError(f"no clusters in workspace {str(self.root)!r} yet; run: pixelmine clusters")
         return data
@@ -242,7 +259,7 @@ class Workspace:
         """The 2-D map (``ids``, ``xy`` (N, 2), ``method``) of the last clustering."""
         from .discover.explore import load_map
 
-        return load_map(self)
+        return load_map(self.root)
 
     @needs_extras("Association rules")
     def rules(self, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, refresh: bool = True,
@@ -251,13 +268,19 @@ class Workspace:
         ``refresh=False`` returns the stored ``reports/rules.json`` without mining again. Options are fields
         of :class:`pixelmine.discover.rules.RulesConfig` (``min_support``, ``min_confidence``, ``min_lift``)."""
         from .discover.explore import load_rules, run_rules
+        from .errors import NotFittedError
 
         if not refresh and not options:
-            stored = load_rules(self)
+            stored = load_rules(self.root)
             if stored is not None:
                 return stored
-        run_rules(self, backbone=backbone, model=model, **options)
-        return load_rules(self)
+        check_stage("rules")
+        try:
+            features = self.features(backbone)
+        except NotFittedError:  # rules over labels, findings and metadata still work without features
+            features = None
+        run_rules(self.catalog, self.root, features=features, model=self._trained(model), **options)
+        return load_rules(self.root)
 
     @needs_extras("Similarity search")
     def similar(self, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE):
@@ -265,14 +288,15 @@ class Workspace:
         new image file), most similar first: a list of :class:`pixelmine.search.Neighbour`."""
         from .search import similar
 
-        return similar(self, image, k, backbone=backbone)[1]
+        check_stage("similar")
+        return similar(self.catalog, self.root, self.features(backbone), image, k)[1]
 
     @needs_extras("The report")
-    def report(self, output=None, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> "Path":
+    def report(self, output=None, *, model: str | None = None) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""
         from .report import write_report
 
-        return write_report(self, output, backbone=backbone, model=model)
+        return write_report(self.catalog, self.root, output, model=self._trained(model), models=self.models())
 
 
 

@@ -93,10 +93,9 @@ def similar_command(ws, out, image, k, backbone):
 @click.command("report")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="HTML file to write "
               "(default: reports/report.html in the workspace).")
-@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Features the findings came from.")
 @click.option("--model", help="Model whose metrics are shown (default: the newest).")
 @common_options
-def report_command(ws, out, output, backbone, model):
+def report_command(ws, out, output, model):
     """Write the audit as one self-contained HTML file (opens offline; thumbnails and plots embedded).
 
     \b
@@ -104,7 +103,7 @@ def report_command(ws, out, output, backbone, model):
       pixelmine report
       pixelmine report --output audit.html
     """
-    path = ws.report(output, backbone=backbone, model=model)
+    path = ws.report(output, model=model)
     out.result({"report": str(path), "bytes": path.stat().st_size})
     out.say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

@@ -5,7 +5,9 @@ nearest-neighbour graph and the pixel statistics."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +21,8 @@ NEIGHBOURS_K = 10  # neighbours kept per image in the shared graph
 
 @dataclass
 class DiscoverContext:
-    ws: object  # the Workspace
+    catalog: object  # the workspace's Catalog
+    root: object  # the workspace directory (Path): caches and outputs of the finders
     backbone: str
     ids: list[str]
     labels: list[str | None]
@@ -31,7 +34,7 @@ class DiscoverContext:
     features: object  # the FeatureSet the run reads (its fingerprint identifies the run's input)
     normalised: np.ndarray  # (N, D) L2-normalised features, row order of ids
     raw: np.ndarray  # (N, D) features as extracted
-    model: str | None = None  # model whose out-of-fold probabilities label_issues reads (None: latest)
+    trained: object | None = None  # the Model whose out-of-fold probabilities label_issues reads (None: none)
     workers: int = 2
     progress: object = None
     without_features: int = 0  # ok images that have no features of this backbone
@@ -55,7 +58,7 @@ class DiscoverContext:
         if self._pixels is None:
             from .pixel_stats import CACHE_NAME, pixel_stats
 
-            self._pixels = pixel_stats(self.ws.path("discover", CACHE_NAME), self.ids, self.paths,
+            self._pixels = pixel_stats(self.root / "discover" / CACHE_NAME, self.ids, self.paths,
                                        workers=self.workers, progress=self.progress)
         return self._pixels
 
@@ -64,24 +67,30 @@ class DiscoverContext:
         return [None if not np.isfinite(v) else float(v) for v in column]
 
 
-def build_context(ws, backbone: str, *, model: str | None = None, workers: int = 2, progress=None) -> DiscoverContext:
-    """NotFittedError naming the command to run when nothing was ingested or extracted yet."""
+def require_images(catalog) -> None:
+    """NotFittedError naming the command to run when nothing usable was ingested yet."""
+    if not catalog.images(status="ok", limit=1):
+        raise NotFittedError(f"workspace {os.path.dirname(catalog.path)!r} has no decodable images yet; "
+                             "run: pixelmine ingest PHOTOS_DIR --labels-from-folders")
+
+
+def build_context(catalog, root, features, *, trained=None, workers: int = 2, progress=None) -> DiscoverContext:
+    """The inputs every finder reads: the ok images that have ``features`` (a FeatureSet), with people's label
+    corrections applied. NotFittedError naming the command to run when nothing was ingested or extracted."""
     from ..corrections import effective_labels, latest_corrections
 
-    rows = ws.images(status="ok")
-    if not rows:
-        raise NotFittedError(f"workspace {str(ws.root)!r} has no decodable images yet; "
-                             "run: pixelmine ingest PHOTOS_DIR --labels-from-folders")
-    features = ws.features(backbone)  # NotFittedError: run pixelmine extract --backbone ...
+    require_images(catalog)
+    rows = catalog.images(status="ok")
+    backbone = features.backbone
     position = {image_id: row for row, image_id in enumerate(features.ids)}
     # people's label corrections apply; images marked 'ignore' are left out of discovery
-    labels = effective_labels(ws.catalog)
+    labels = effective_labels(catalog)
     ignored = sum(1 for r in rows if r["id"] not in labels)
     rows = [{**r, "label": labels[r["id"]]} for r in rows if r["id"] in labels]
     kept = sorted((r for r in rows if r["id"] in position), key=lambda r: r["id"])
     without = len(rows) - len(kept)
     if not kept:
-        raise NotFittedError(f"none of the {len(rows)} images of workspace {str(ws.root)!r} has {backbone} "
+        raise NotFittedError(f"none of the {len(rows)} images of workspace {str(root)!r} has {backbone} "
                              f"features; run: pixelmine extract --backbone {backbone}")
     if without:
         log.warning("%d images have no %s features and are left out; run: pixelmine extract --backbone %s",
@@ -89,9 +98,9 @@ def build_context(ws, backbone: str, *, model: str | None = None, workers: int =
     raw = np.asarray(features.vectors[np.fromiter((position[r["id"]] for r in kept), np.int64, len(kept))],
                      dtype=np.float32)
     return DiscoverContext(
-        ws=ws, backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
+        catalog=catalog, root=Path(root), backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
         splits=[r["split"] for r in kept], phashes=[r["phash"] for r in kept], widths=[r["width"] for r in kept],
         heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], features=features,
         normalised=normalise(raw), raw=raw,
-        model=model, workers=workers, progress=progress, without_features=without, ignored=ignored,
-        accepted={i for i, c in latest_corrections(ws.catalog).items() if c["action"] == "accept"})
+        trained=trained, workers=workers, progress=progress, without_features=without, ignored=ignored,
+        accepted={i for i, c in latest_corrections(catalog).items() if c["action"] == "accept"})

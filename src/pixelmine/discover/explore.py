@@ -22,10 +22,9 @@ from .clusters import ClusterConfig, ClusterResult, find_clusters
 from .findings import load_findings, store_findings
 from .map2d import MAP_FILE, Map2D, embed_2d
 from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
-from ..defaults import DEFAULT_BACKBONE
 from ..fileio import atomic_write_json
 from ..runs import image_set
-from ..optional import check_installed
+from ..optional import check_stage
 from ..config import build_config
 
 log = logging.getLogger(__name__)
@@ -47,9 +46,9 @@ def tag_names(backbone: str, root=None) -> list[str]:
         return []
 
 
-def _usable(ws, features) -> tuple[list[str], dict[str, dict]]:
+def _usable(catalog, features) -> tuple[list[str], dict[str, dict]]:
     """Ids that have features and are catalogued as ok with a present path, in feature order."""
-    images = {row["id"]: row for row in ws.catalog.images(status="ok")}
+    images = {row["id"]: row for row in catalog.images(status="ok")}
     ids = [i for i in features.ids if i in images]
     return ids, images
 
@@ -58,24 +57,24 @@ def _write_json(path: Path, data) -> Path:
     return atomic_write_json(path, data, indent=1)
 
 
-def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "umap", **options) -> ClusterResult:
+def run_clusters(catalog, root, features, *, map_method: str = "umap", **options) -> ClusterResult:
     """Cluster the workspace's images in a discover run of their own: store ``cluster`` findings, the
     descriptions (``reports/clusters.json``) and the 2-D map (``index/map2d.npz``).
     Options are :class:`ClusterConfig` fields (``method="hdbscan"``, ``k_max=30``, ...)."""
-    check_installed("pixelmine clusters", "sklearn")
+    check_stage("clusters")
     config = build_config(ClusterConfig, None, options, stage="clusters")
-    features = ws.features(backbone)
-    ids, images = _usable(ws, features)
+    backbone = features.backbone
+    ids, images = _usable(catalog, features)
     if len(ids) < 3:
         raise NotFittedError(f"clustering needs at least 3 ingested images with {backbone} features; found "
                              f"{len(ids)}; run: pixelmine ingest SRC, then pixelmine extract")
     labels = [images[i]["label"] for i in ids]
     started = time.monotonic()
-    with ws.catalog.run("discover", {"finders": ["clusters"], "backbone": backbone, "clusters": asdict(config),
+    with catalog.run("discover", {"finders": ["clusters"], "backbone": backbone, "clusters": asdict(config),
                                      "map": map_method},
                         inputs={"fingerprint": features.fingerprint, "images": image_set(ids)}) as run:
-        result, method = cluster_and_map(ws, features, ids, labels, config, map_method, run.id)
-        count = store_findings(ws.catalog, run.id, result.findings(labels))
+        result, method = cluster_and_map(root, features, ids, labels, config, map_method, run.id)
+        count = store_findings(catalog, run.id, result.findings(labels))
         run.counts[CLUSTER_KIND] = {"findings": count,
                                     "issues": sum(c.size for c in result.clusters if c.new_category)}
         run.metrics.update(clusters=result.k, silhouette=result.silhouette,
@@ -84,103 +83,100 @@ def run_clusters(ws, *, backbone: str = DEFAULT_BACKBONE, map_method: str = "uma
     return result
 
 
-def cluster_and_map(ws, features, ids: list[str], labels: list[str | None], config: ClusterConfig,
+def cluster_and_map(root, features, ids: list[str], labels: list[str | None], config: ClusterConfig,
                     map_method: str, run_id: int | None) -> tuple[ClusterResult, str]:
     """Cluster ``ids`` (rows of ``features``), write the descriptions and the map; returns (result, map method)."""
     subset = features.subset(ids) if list(ids) != list(features.ids) else features
     result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices, tag_probs=subset.tag_probs,
-                           tag_names=tag_names(features.backbone, ws.root), config=config)
-    _write_json(ws.path(*CLUSTERS_FILE), {"run_id": run_id, "backbone": features.backbone,
+                           tag_names=tag_names(features.backbone, root), config=config)
+    _write_json(Path(root).joinpath(*CLUSTERS_FILE), {"run_id": run_id, "backbone": features.backbone,
                                           "fingerprint": features.fingerprint, "config": asdict(config),
                                           "scores": result.scores, **result.summary()})
     xy, method, reason = embed_2d(subset.vectors, method=map_method, seed=config.seed, pca_dims=config.pca_dims)
-    Map2D(list(ids), xy, method, features.fingerprint, reason).save(ws.path(*MAP_FILE))
+    Map2D(list(ids), xy, method, features.fingerprint, reason).save(Path(root).joinpath(*MAP_FILE))
     return result, method
 
 
 def clusters_finder(ctx) -> list:
     """Adapter for ``pixelmine discover`` (:mod:`.run`): clusters over the run's images and features."""
-    features = ctx.ws.features(ctx.backbone)
-    result, method = cluster_and_map(ctx.ws, features, ctx.ids, ctx.labels, ClusterConfig(), DISCOVER_MAP_METHOD,
+    result, method = cluster_and_map(ctx.root, ctx.features, ctx.ids, ctx.labels, ClusterConfig(), DISCOVER_MAP_METHOD,
                                      ctx.run_id)
     ctx.summary["clusters"] = {"k": result.k, "method": result.method, "silhouette": result.silhouette,
                                "new_category": [c.id for c in result.clusters if c.new_category], "map": method}
     return result.findings(ctx.labels)
 
 
-def load_clusters(ws) -> dict | None:
-    path = ws.root.joinpath(*CLUSTERS_FILE)
+def load_clusters(root) -> dict | None:
+    path = Path(root).joinpath(*CLUSTERS_FILE)
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def load_map(ws) -> Map2D:
-    return Map2D.load(ws.root.joinpath(*MAP_FILE))
+def load_map(root) -> Map2D:
+    return Map2D.load(Path(root).joinpath(*MAP_FILE))
 
 
-def _predictions(ws, model: str | None) -> tuple[dict[str, str], str | None]:
-    """image id -> out-of-fold predicted label of ``model`` (default: the newest), and the model's name."""
+def _predictions(model) -> tuple[dict[str, str], str | None]:
+    """image id -> out-of-fold predicted label of ``model`` (a trained Model, or None), and its name."""
+    if model is None:
+        return {}, None
     try:
-        trained = ws.model(model)
-        oof = trained.oof()
+        oof = model.oof()
     except (NotFittedError, FileNotFoundError) as exc:
-        if model is not None:
-            raise
-        log.info("rules: no model predictions (%s)", exc)
+        log.info("rules: no predictions of model %s (%s)", model.name, exc)
         return {}, None
     classes = [str(c) for c in oof["classes"]]
     guesses = oof["probs"].argmax(axis=1)
-    return {str(i): classes[g] for i, g in zip(oof["ids"], guesses)}, getattr(trained, "name", model)
+    return {str(i): classes[g] for i, g in zip(oof["ids"], guesses)}, model.name
 
 
-def _issues(ws) -> dict[str, list[str]]:
+def _issues(catalog) -> dict[str, list[str]]:
     """image id -> finding kinds that flag it (newest discover run of each kind; clusters excluded)."""
-    kinds = [r[0] for r in ws.catalog.query("SELECT DISTINCT kind FROM findings") if r[0] != CLUSTER_KIND]
+    kinds = [r[0] for r in catalog.query("SELECT DISTINCT kind FROM findings") if r[0] != CLUSTER_KIND]
     flagged: dict[str, list[str]] = {}
     for kind in kinds:
-        for finding in load_findings(ws.catalog, kind=kind, issues_only=True):
+        for finding in load_findings(catalog, kind=kind, issues_only=True):
             flagged.setdefault(finding.image_id, []).append(kind)
     return flagged
 
 
-def run_rules(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None, **options) -> RulesResult:
-    """Mine association rules over every ok image; saves ``reports/rules.json`` and records a run."""
-    check_installed("pixelmine rules", "mlxtend", "pandas")
+def run_rules(catalog, root, *, features=None, model=None, **options) -> RulesResult:
+    """Mine association rules over every ok image; saves ``reports/rules.json`` and records a run.
+    ``features`` (a FeatureSet, or None) gives the ImageNet tags, ``model`` (a trained Model, or None) the
+    predicted labels."""
+    check_stage("rules")
     config = build_config(RulesConfig, None, options, stage="rules")
-    images = {row["id"]: row for row in ws.catalog.images(status="ok")}
+    images = {row["id"]: row for row in catalog.images(status="ok")}
     if not images:
-        raise NotFittedError(f"no ingested images in workspace {str(ws.root)!r}; run: pixelmine ingest SRC")
+        raise NotFittedError(f"no ingested images in workspace {str(root)!r}; run: pixelmine ingest SRC")
     ids = sorted(images)
     tags: dict[str, list[tuple[str, float]]] = {}
-    try:
-        features = ws.features(backbone)
-    except NotFittedError:
-        features = None
+    backbone = features.backbone if features is not None else None
     if features is not None and features.tag_indices is not None:
-        names = tag_names(backbone, ws.root)
+        names = tag_names(backbone, root)
         if names:
             for row, image_id in enumerate(features.ids):
                 if image_id in images:
                     tags[image_id] = [(names[int(i)], float(p)) for i, p in
                                       zip(features.tag_indices[row][:3], features.tag_probs[row][:3])]
-    clusters = {f.image_id: f.details.get("cluster") for f in load_findings(ws.catalog, kind=CLUSTER_KIND)
+    clusters = {f.image_id: f.details.get("cluster") for f in load_findings(catalog, kind=CLUSTER_KIND)
                 if f.details.get("cluster", -1) >= 0}
-    predicted, model_name = _predictions(ws, model)
+    predicted, model_name = _predictions(model)
     inputs = {"images": image_set(ids), "fingerprint": features.fingerprint if features is not None else None,
               "model": model_name}
-    with ws.catalog.run("rules", {"backbone": backbone, "model": model_name, "rules": asdict(config)},
+    with catalog.run("rules", {"backbone": backbone, "model": model_name, "rules": asdict(config)},
                         inputs=inputs) as run:
         transactions = build_transactions(
             ids, labels={i: images[i]["label"] for i in ids}, predicted=predicted, tags=tags, clusters=clusters,
-            issues=_issues(ws), metadata={i: images[i]["metadata"] for i in ids}, config=config)
+            issues=_issues(catalog), metadata={i: images[i]["metadata"] for i in ids}, config=config)
         result = mine_rules(transactions, config)
         payload = {"run_id": run.id, "model": model_name, **result.to_dict()}
-        _write_json(ws.path(*RULES_FILE), payload)
+        _write_json(Path(root).joinpath(*RULES_FILE), payload)
         run.counts.update(transactions=result.n_transactions, rules=len(result.rules))
     return result
 
 
-def load_rules(ws) -> dict | None:
-    path = ws.root.joinpath(*RULES_FILE)
+def load_rules(root) -> dict | None:
+    path = Path(root).joinpath(*RULES_FILE)
     return json.loads(path.read_text()) if path.exists() else None
 
 

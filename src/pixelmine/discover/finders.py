@@ -40,7 +40,7 @@ def _quality(ctx: DiscoverContext) -> list[Finding]:
 
 def _duplicates(ctx: DiscoverContext) -> list[Finding]:
     pixels = ctx.pixels  # decode (process pool) before faiss starts its threads in this process
-    status = ctx.ws.status()
+    status = ctx.catalog.summary()
     found = duplicates.exact_duplicate_findings(status["exact_duplicates"], status["label_conflicts"])
     found += duplicates.find_near_duplicates(
         ctx.ids, neighbours=ctx.neighbours, normalised=ctx.normalised, phashes=ctx.phashes, labels=ctx.labels,
@@ -70,7 +70,9 @@ def _labelled_probabilities(ctx: DiscoverContext) -> tuple[list[int], list[str],
         return cached
     result = None
     try:
-        oof = ctx.ws.oof_probabilities(ctx.model)
+        if ctx.trained is None:
+            raise NotFittedError("no trained model")
+        oof = ctx.trained.oof()
         position = {str(i): k for k, i in enumerate(oof["ids"].tolist())}
         stored = [position.get(ctx.ids[r]) for r in rows]
         oof_labels = oof["labels"].astype(str)

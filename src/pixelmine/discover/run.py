@@ -1,6 +1,7 @@
 """``discover``: run the finders over a workspace as one recorded run.
 
-The finders are the table of :mod:`.finders`; ``discover(ws, only=[...])`` accepts finder names or kinds.
+The finders are the table of :mod:`.finders`; ``discover(catalog, root, features, only=[...])`` accepts
+finder names or kinds (``Workspace.discover`` resolves the features and the model).
 The run is recorded in the catalog (``runs`` row of kind ``discover`` with the config, counts per kind and
 summary metrics; ``findings`` rows), and the same data give the same findings.
 """
@@ -12,9 +13,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..defaults import DEFAULT_BACKBONE
 from ..errors import InputError
-from ..optional import check_installed
+from ..optional import check_stage
 from .context import build_context
 from .finders import FINDERS, resolve_only
 from .findings import Finding, store_findings
@@ -36,22 +36,25 @@ class DiscoverResult:
                 "elapsed_s": round(self.elapsed_s, 3)}
 
 
-def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = DEFAULT_BACKBONE,
-             model: str | None = None, workers: int = 2, progress="auto") -> DiscoverResult:
-    """Run the finders (all, or those ``only`` names) on ``backbone``'s features; store and count findings."""
+def discover(catalog, root, features, *, only: Iterable[str] | str | None = None, model=None, workers: int = 2,
+             progress="auto") -> DiscoverResult:
+    """Run the finders (all, or those ``only`` names) on ``features`` (a FeatureSet) of the workspace at
+    ``root`` with its ``catalog``; ``model`` (a trained Model, or None) gives the out-of-fold probabilities
+    label issues start from. Stores the findings and counts them in a recorded run."""
     from ..progress import resolve_progress
 
-    check_installed("pixelmine discover", "numpy", "sklearn", "faiss", "cleanlab")
+    check_stage("discover")
     names = resolve_only(only)
     if not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers must be a positive integer; got {workers!r}")
     started = time.perf_counter()
     report, close = resolve_progress(progress, "quality statistics", unit="image")
     try:
-        ctx = build_context(ws, backbone, model=model, workers=workers, progress=report)
-        config = {"backbone": backbone, "finders": names, "model": model, "images": len(ctx.ids)}
-        inputs = {"fingerprint": ctx.features.fingerprint, "images": image_set(ctx.ids), "model": model}
-        with ws.catalog.run("discover", config, inputs=inputs) as run:
+        ctx = build_context(catalog, root, features, trained=model, workers=workers, progress=report)
+        model_name = getattr(model, "name", None)
+        config = {"backbone": features.backbone, "finders": names, "model": model_name, "images": len(ctx.ids)}
+        inputs = {"fingerprint": features.fingerprint, "images": image_set(ctx.ids), "model": model_name}
+        with catalog.run("discover", config, inputs=inputs) as run:
             ctx.run_id = run.id
             findings: list[Finding] = []
             timings = {}
@@ -59,7 +62,7 @@ def discover(ws, *, only: Iterable[str] | str | None = None, backbone: str = DEF
                 t0 = time.perf_counter()
                 findings.extend(FINDERS[name].run(ctx))
                 timings[name] = round(time.perf_counter() - t0, 3)
-            store_findings(ws.catalog, run.id, findings)
+            store_findings(catalog, run.id, findings)
             counts = _counts(names, findings)
             summary = {k: v for k, v in ctx.summary.items() if not k.startswith("_")}
             summary.update(images=len(ctx.ids), without_features=ctx.without_features, ignored_by_person=ctx.ignored,

@@ -34,17 +34,14 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.json"
 
 
-def models_root(ws) -> Path:
-    return ws.root / "models"
+def models_root(root: str | os.PathLike) -> Path:
+    """``models/`` of the workspace at ``root``."""
+    return Path(root) / "models"
 
 
 def model_path(root: str | os.PathLike, name: str) -> Path:
     """``models/<name>/`` of the workspace at ``root``."""
-    return Path(root) / "models" / name
-
-
-def model_dir(ws, name: str) -> Path:
-    return model_path(ws.root, name)
+    return models_root(root) / name
 
 
 def atomic_joblib(path: Path, obj) -> None:
@@ -54,9 +51,9 @@ def atomic_joblib(path: Path, obj) -> None:
         joblib.dump(obj, tmp, compress=3)
 
 
-def prepare_dir(ws, name: str, *, keep_checkpoints: bool) -> Path:
+def prepare_dir(root, name: str, *, keep_checkpoints: bool) -> Path:
     """An empty ``models/<name>/`` (an old model of that name is removed; its checkpoints kept on resume)."""
-    directory = model_dir(ws, name)
+    directory = model_path(root, name)
     if directory.exists():
         for entry in directory.iterdir():
             if keep_checkpoints and entry.name == "checkpoints":
@@ -82,13 +79,13 @@ def read_info(directory: Path) -> dict:
     return info
 
 
-def list_models(ws) -> list[dict]:
+def list_models(root) -> list[dict]:
     """Every model folder of the workspace: name, kind, head, backbone, classes, test metrics, created."""
-    root = models_root(ws)
+    folder = models_root(root)
     out = []
-    if not root.is_dir():
+    if not folder.is_dir():
         return out
-    for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for directory in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not (directory / MODEL_FILE).exists():
             out.append({"name": directory.name, "status": "unfinished",
                         "resumable": (directory / "checkpoints").is_dir()})
@@ -102,11 +99,11 @@ def list_models(ws) -> list[dict]:
     return out
 
 
-def default_model_name(ws) -> str:
+def default_model_name(root) -> str:
     """The most recently finished model (by creation time)."""
-    ready = [m for m in list_models(ws) if m["status"] == "ready"]
+    ready = [m for m in list_models(root) if m["status"] == "ready"]
     if not ready:
-        raise NotFittedError(f"no trained model in workspace {str(ws.root)!r} yet; run: pixelmine train")
+        raise NotFittedError(f"no trained model in workspace {str(root)!r} yet; run: pixelmine train")
     return max(ready, key=lambda m: m["created_at"] or "")["name"]
 
 

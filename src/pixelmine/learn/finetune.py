@@ -289,7 +289,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: TrainConfig, *, resume: bool = False,
+def train_finetune(root, directory: Path, data, split, X: np.ndarray, config: TrainConfig, *, resume: bool = False,
                    progress="auto", on_epoch=None):
     """Fine-tune ``config.backbone`` on the split; returns a TrainOutcome (see train.py)."""
     from .probe import base_head, fit_oof
@@ -308,9 +308,9 @@ def train_finetune(ws, directory: Path, data, split, X: np.ndarray, config: Trai
         notes.append(f"fine-tuned on a stratified sample of {len(keep)} of the {len(train)} training images "
                      "(finetune.max_train_images)")
         train = train[keep]
-    spec = input_spec(config.backbone, config, ws.root)
+    spec = input_spec(config.backbone, config, root)
     torch.manual_seed(config.seed)
-    net = build_network(config.backbone, len(classes), ft.dropout, device=device, root=ws.root)
+    net = build_network(config.backbone, len(classes), ft.dropout, device=device, root=root)
     initialised = None
     if ft.probe_init and not (resume and any((directory / "checkpoints").glob("epoch-*.pt"))):
         initialised = probe_initialise(net, X, split.labels, all_train, val, config)  # features: all of train

@@ -19,8 +19,8 @@ class FinetunedModel(Model):
 
     predicts_from_features = False
 
-    def __init__(self, workspace, directory):
-        super().__init__(workspace, directory)
+    def __init__(self, catalog, root, directory):
+        super().__init__(catalog, root, directory)
         self._novelty = None
         self.moves = saved_moves(self.info["network"])
 
@@ -39,7 +39,7 @@ class FinetunedModel(Model):
     def embedder(self, *, threads: int | None = None):
         from ..features.embedder import Embedder
 
-        return Embedder.open(self.as_backbone, root=self.workspace.root, threads=threads)
+        return Embedder.open(self.as_backbone, root=self.root, threads=threads)
 
     def probabilities(self, embedder, files: list[str], *, progress=False):
         probs_parts, feature_parts, rows, errors = [], [], [], {}

@@ -31,8 +31,9 @@ class Model:
     the class from ``model.json``. Each says how files become probabilities; everything else is shared.
     """
 
-    def __init__(self, workspace, directory: str | Path):
-        self.workspace = workspace
+    def __init__(self, catalog, root: str | Path, directory: str | Path):
+        self.catalog = catalog  # the workspace's Catalog: evaluation runs, the current labels of the test split
+        self.root = Path(root)  # the workspace directory: feature caches, the model:NAME backbone
         self.dir = Path(directory)
         self.info = artifacts.read_info(self.dir)
         self.name: str = self.info["name"]
@@ -65,11 +66,12 @@ class Model:
     def is_current(self) -> bool:
         """True when the workspace's labelled images, their labels and the backbone's features are exactly
         those the model was trained on (so training again would learn nothing new)."""
+        from ..features.store import load_features
         from .data import data_fingerprint, labelled_images
 
         try:
-            data = labelled_images(self.workspace.catalog, exclude_classes=self.config.get("exclude_classes") or ())
-            features = self.workspace.features(self.backbone)
+            data = labelled_images(self.catalog, exclude_classes=self.config.get("exclude_classes") or ())
+            features = load_features(self.root, self.backbone)
         except (InputError, NotFittedError):
             return False
         have = set(features.ids)
@@ -166,7 +168,7 @@ class Model:
         if not save:
             return self._evaluate(paths, labels, progress=progress, n_bootstrap=n_bootstrap)
         config = {"model": self.name, "on": "files" if paths is not None else "test split", "n_bootstrap": n_bootstrap}
-        with self.workspace.catalog.run("evaluate", config, inputs={"model": self.name,
+        with self.catalog.run("evaluate", config, inputs={"model": self.name,
                                                                     "data_fingerprint": self.info.get("data_fingerprint")}) as run:
             from .plots import confusion_png, reliability_png
 
@@ -201,7 +203,7 @@ class Model:
     def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
         with np.load(self.dir / "data.npz", allow_pickle=False) as data:
             ids = data["ids"][data["splits"] == "test"].tolist()
-        current = {row["id"]: row for row in self.workspace.images(status="ok")}
+        current = {row["id"]: row for row in self.catalog.images(status="ok")}
         rows = [current[i] for i in ids if i in current and current[i]["label"] is not None]
         if not rows:
             raise InputError(f"none of model {self.name!r}'s {len(ids)} test images is still in the workspace "

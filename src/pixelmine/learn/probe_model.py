@@ -14,8 +14,8 @@ class ProbeModel(Model):
 
     predicts_from_features = True
 
-    def __init__(self, workspace, directory):
-        super().__init__(workspace, directory)
+    def __init__(self, catalog, root, directory):
+        super().__init__(catalog, root, directory)
         self._bundle = None
 
     def _probe_bundle(self) -> dict:
@@ -34,7 +34,7 @@ class ProbeModel(Model):
     def embedder(self, *, threads: int | None = None):
         from ..features.embedder import Embedder
 
-        return Embedder.open(self.backbone, root=self.workspace.root, fingerprint=self.info["feature_fingerprint"],
+        return Embedder.open(self.backbone, root=self.root, fingerprint=self.info["feature_fingerprint"],
                              threads=threads)
 
     def probabilities(self, embedder, files: list[str], *, progress=False):
@@ -48,7 +48,7 @@ class ProbeModel(Model):
         """Vectors of ``image_ids`` already in the workspace cache (same backbone fingerprint)."""
         from ..features import FeatureStore
 
-        store = FeatureStore(self.workspace.root, self.backbone, self.info["feature_fingerprint"])
+        store = FeatureStore(self.root, self.backbone, self.info["feature_fingerprint"])
         try:
             features = store.load()
         except NotFittedError:

@@ -30,28 +30,31 @@ def default_min_confidence(n_classes: int) -> float:
     return max(0.5, 1.0 / n_classes + 0.1)
 
 
-def features_for(ws, backbone: str, data: LabelledSet, *, progress="auto"):
+def features_for(root, backbone: str, data: LabelledSet, *, extract=None, progress="auto"):
     """The FeatureSet of ``backbone`` and ``data`` restricted to images that have features.
 
-    Extracts first when the workspace can (``Workspace.extract``) and some labelled image has no vector.
+    ``extract(backbone)`` (e.g. ``Workspace.extract``) is called first when some labelled image has no
+    vector yet; without it, the images without features are left out with a note.
     """
+    from ..features.store import load_features
+
     def load():
         try:
-            return ws.features(backbone)
+            return load_features(root, backbone)
         except NotFittedError:
             return None
 
     features = load()
     have = set(features.ids) if features is not None else set()
     missing = [i for i in data.ids if i not in have]
-    if missing and hasattr(ws, "extract"):
+    if missing and extract is not None:
         log.info("%d labelled images have no %s features; extracting", len(missing), backbone)
-        ws.extract(backbone=backbone, progress=progress)
+        extract(backbone, progress=progress)
         features = load()
         have = set(features.ids) if features is not None else set()
         missing = [i for i in data.ids if i not in have]
     if features is None:
-        raise NotFittedError(f"no {backbone} features in workspace {str(ws.root)!r}; run: pixelmine extract "
+        raise NotFittedError(f"no {backbone} features in workspace {str(root)!r}; run: pixelmine extract "
                              f"--backbone {backbone}")
     notes = []
     if missing:
@@ -63,13 +66,15 @@ def features_for(ws, backbone: str, data: LabelledSet, *, progress="auto"):
                        metadata=[m for m, k in zip(data.metadata, keep) if k])
         from .data import check_trainable
 
-        check_trainable(data.labels, workspace=str(ws.root))
+        check_trainable(data.labels, workspace=str(root))
     return features, data, notes
 
 
-def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resume: bool = False,
-          progress="auto", on_epoch=None, **overrides):
-    """Train, evaluate and save a model; returns the loaded :class:`~pixelmine.learn.model.Model`.
+def train(catalog, root, config: TrainConfig | None = None, *, extract=None, resplit: bool = False,
+          resume: bool = False, progress="auto", on_epoch=None, **overrides):
+    """Train, evaluate and save a model of the workspace at ``root``; returns the loaded
+    :class:`~pixelmine.learn.model.Model`. ``extract(backbone, progress=...)`` computes missing features
+    first (``Workspace.train`` passes ``Workspace.extract``).
 
     ``overrides`` are TrainConfig fields (``head="svm"``, ``name="best"``, ``split={"seed": 1}``, ...).
     ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning;
@@ -82,21 +87,21 @@ def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resum
         config = TrainConfig.from_mapping(base, **overrides)
     config.check()
     started = time.perf_counter()
-    with ws.catalog.run("train", {**config.to_dict(), "resplit": resplit, "resume": resume}) as run:
-        data = labelled_images(ws.catalog, exclude_classes=config.exclude_classes)
-        features, data, notes = features_for(ws, config.backbone, data, progress=progress)
+    with catalog.run("train", {**config.to_dict(), "resplit": resplit, "resume": resume}) as run:
+        data = labelled_images(catalog, exclude_classes=config.exclude_classes)
+        features, data, notes = features_for(root, config.backbone, data, extract=extract, progress=progress)
         X = np.asarray(features.vectors[features.rows(data.ids)], dtype=np.float32)
         run.inputs.update(fingerprint=features.fingerprint, images=image_set(data.ids))
-        split = ensure_splits(ws.catalog, data, config.split, X, resplit=resplit)
+        split = ensure_splits(catalog, data, config.split, X, resplit=resplit)
         if not (split.splits == "test").any():
             raise InputError(f"the test split is empty ({len(split.ids)} labelled images, split {split.source}); "
                              "a model must be measured on images it did not learn from: label more images, "
                              "raise split.test, or give test images in your split column")
-        directory = artifacts.prepare_dir(ws, config.model_name, keep_checkpoints=resume)
+        directory = artifacts.prepare_dir(root, config.model_name, keep_checkpoints=resume)
         if config.head == "finetune":
             from .finetune import train_finetune
 
-            outcome = train_finetune(ws, directory, data, split, X, config, resume=resume, progress=progress,
+            outcome = train_finetune(root, directory, data, split, X, config, resume=resume, progress=progress,
                                      on_epoch=on_epoch)
         else:
             outcome = _train_probe(directory, X, split, config, progress)
@@ -106,7 +111,7 @@ def train(ws, config: TrainConfig | None = None, *, resplit: bool = False, resum
         run.counts.update({s: int((split.splits == s).sum()) for s in ("train", "val", "test")})
         run.metrics.update({k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                            model=config.model_name)
-    return open_model(ws, directory)
+    return open_model(catalog, root, directory)
 
 
 def _train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:

@@ -11,7 +11,6 @@ from .._version import __version__
 from . import sections
 from .html import page
 from .thumbs import Thumbnails
-from ..defaults import DEFAULT_BACKBONE
 from ..fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -19,26 +18,27 @@ log = logging.getLogger(__name__)
 REPORT_FILE = ("reports", "report.html")
 
 
-def render(ws, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> str:
-    """The report as one HTML string."""
-    images = {row["id"]: row for row in ws.catalog.images(status=None)}
-    kinds = [r[0] for r in ws.catalog.query("SELECT DISTINCT kind FROM findings ORDER BY kind")]
-    ctx = sections.Context(ws, images, Thumbnails({i: r.get("path") for i, r in images.items()}), backbone, model,
-                           kinds)
+def render(catalog, root, *, model=None, models: list[dict] | None = None) -> str:
+    """The report of the workspace at ``root`` as one HTML string; ``model`` (a trained Model, or None) is
+    the one whose evaluation it shows, ``models`` the workspace's model listing."""
+    images = {row["id"]: row for row in catalog.images(status=None)}
+    kinds = [r[0] for r in catalog.query("SELECT DISTINCT kind FROM findings ORDER BY kind")]
+    ctx = sections.Context(catalog, Path(root), images, Thumbnails({i: r.get("path") for i, r in images.items()}),
+                           model, list(models or []), kinds)
     parts = [sections.overview(ctx), *sections.findings(ctx), sections.duplicates(ctx), sections.clusters(ctx),
              sections.model(ctx), sections.rules(ctx), sections.thresholds(ctx)]
     nav = [(anchor, name) for anchor, name, _ in parts]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = f"Workspace {ws.root.resolve()} · {len(images):,} catalogued images · generated {now}"
+    subtitle = f"Workspace {Path(root).resolve()} · {len(images):,} catalogued images · generated {now}"
     return page("pixelmine report", subtitle, nav, [html for _, _, html in parts],
                 f"pixelmine {__version__} · one self-contained file: no network needed to view it")
 
 
-def write_report(ws, output=None, *, backbone: str = DEFAULT_BACKBONE, model: str | None = None) -> Path:
+def write_report(catalog, root, output=None, *, model=None, models: list[dict] | None = None) -> Path:
     """Write the report to ``output`` (default ``reports/report.html`` in the workspace); returns the path."""
     started = time.monotonic()
-    target = Path(output) if output is not None else ws.path(*REPORT_FILE)
-    text = render(ws, backbone=backbone, model=model)
+    target = Path(output) if output is not None else Path(root).joinpath(*REPORT_FILE)
+    text = render(catalog, root, model=model, models=models)
     atomic_write_text(target, text)
     log.info("report: %s (%.1f MB) in %.1f s", target, len(text) / 1e6, time.monotonic() - started)
     return target

@@ -26,11 +26,12 @@ GROUP_MEMBERS = 8  # members shown per duplicate group
 
 @dataclass
 class Context:
-    ws: object
+    catalog: object  # the workspace's Catalog
+    root: object  # the workspace directory (stored clusters, map, rules)
     images: dict[str, dict]  # image id -> catalog row (path, label, split, status, ...)
     thumbs: Thumbnails
-    backbone: str
-    model: str | None
+    trained: object | None  # the Model whose evaluation the report shows (None: no model yet)
+    models: list[dict] = field(default_factory=list)  # every model of the workspace (learn's list_models)
     kinds: list[str] = field(default_factory=list)  # finding kinds present in the catalog
 
     def caption(self, image_id: str, extra: str = "") -> str:
@@ -70,11 +71,11 @@ def _threshold(catalog, kind: str) -> str:
 
 # -- overview ------------------------------------------------------------------------------------
 def overview(ctx: Context) -> tuple[str, str, str]:
-    status = ctx.ws.status()
+    status = ctx.catalog.summary()
     ok = status["images_by_status"].get("ok", 0)
     problems = sum(n for s, n in status["files_by_status"].items() if s not in ("ok",))
-    flagged = {kind: _flagged_count(ctx.ws.catalog, kind)[0] for kind in ctx.kinds if kind not in EXPLORE_KINDS}
-    any_issue = len({r[0] for r in ctx.ws.catalog.query(
+    flagged = {kind: _flagged_count(ctx.catalog, kind)[0] for kind in ctx.kinds if kind not in EXPLORE_KINDS}
+    any_issue = len({r[0] for r in ctx.catalog.query(
         "SELECT DISTINCT f.image_id FROM findings f WHERE f.is_issue = 1 AND f.kind != 'cluster' AND f.run_id = "
         "(SELECT MAX(g.run_id) FROM findings g WHERE g.kind = f.kind)")})
     body = cards([("files", status["files"], ""), ("usable images", ok, "good"),
@@ -126,10 +127,10 @@ def _detail_text(details: dict) -> str:
 
 def finding_kind(ctx: Context, kind: str) -> str:
     meaning, action = KINDS.get(kind, ("", ""))
-    flagged, total = _flagged_count(ctx.ws.catalog, kind)
-    shown = load_findings(ctx.ws.catalog, kind=kind, issues_only=True, limit=PER_KIND)
+    flagged, total = _flagged_count(ctx.catalog, kind)
+    shown = load_findings(ctx.catalog, kind=kind, issues_only=True, limit=PER_KIND)
     body = f'<div class="what"><b>What to do:</b> {esc(action or "review the flagged images")}</div>'
-    threshold = _threshold(ctx.ws.catalog, kind)
+    threshold = _threshold(ctx.catalog, kind)
     if threshold:
         body += f"<p><b>Flagged when</b> {esc(threshold)}.</p>"
     body += f"<p>{flagged:,} of {total:,} images flagged" + (
@@ -142,7 +143,7 @@ def finding_kind(ctx: Context, kind: str) -> str:
 
 def findings(ctx: Context) -> list[tuple[str, str, str]]:
     out = []
-    flagged = {kind: _flagged_count(ctx.ws.catalog, kind)[0] for kind in ctx.kinds
+    flagged = {kind: _flagged_count(ctx.catalog, kind)[0] for kind in ctx.kinds
                if kind not in EXPLORE_KINDS and kind not in DUPLICATE_KINDS}
     for kind in sorted(flagged, key=lambda k: (-flagged[k], k)):  # the most frequent problem first
         if flagged[kind]:  # a check that flagged nothing is listed in the overview, not given a section
@@ -161,7 +162,7 @@ def duplicates(ctx: Context) -> tuple[str, str, str]:
     for kind in present:
         meaning, action = KINDS.get(kind, ("", ""))
         groups: dict = {}
-        for f in load_findings(ctx.ws.catalog, kind=kind):
+        for f in load_findings(ctx.catalog, kind=kind):
             group = f.details.get("group")
             if group is not None:
                 groups.setdefault(group, []).append(f)
@@ -196,7 +197,7 @@ def clusters(ctx: Context) -> tuple[str, str, str]:
 
     lead = ("Groups the features form on their own, without the labels: the 2-D map (UMAP) places similar "
             "images together. A cluster with no dominant label may be a category the labels do not have.")
-    data = load_clusters(ctx.ws)
+    data = load_clusters(ctx.root)
     if data is None:
         return "clusters", "Clusters", section("clusters", "Clusters and map", lead,
                                                missing("No clusters yet.", "pixelmine clusters"))
@@ -206,11 +207,11 @@ def clusters(ctx: Context) -> tuple[str, str, str]:
                    "warn" if data.get("new_category") else "good"),
                   ("method", data["method"], "")])
     try:
-        mapping = load_map(ctx.ws)
+        mapping = load_map(ctx.root)
     except NotFittedError:
         mapping = None
     if mapping is not None and plots.available():
-        assignment = {f.image_id: f.details.get("cluster") for f in load_findings(ctx.ws.catalog, kind="cluster")}
+        assignment = {f.image_id: f.details.get("cluster") for f in load_findings(ctx.catalog, kind="cluster")}
         by_cluster = [f"cluster {assignment.get(i)}" if assignment.get(i, -1) != -1 else "noise" for i in mapping.ids]
         by_label = [str(ctx.images.get(i, {}).get("label") or "(unlabelled)") for i in mapping.ids]
         flagged = _issue_mask(ctx, mapping.ids)
@@ -243,7 +244,7 @@ def clusters(ctx: Context) -> tuple[str, str, str]:
 
 
 def _issue_mask(ctx: Context, ids: list[str]) -> np.ndarray:
-    flagged = {r[0] for r in ctx.ws.catalog.query(
+    flagged = {r[0] for r in ctx.catalog.query(
         "SELECT DISTINCT f.image_id FROM findings f WHERE f.is_issue = 1 AND f.kind != 'cluster' AND f.run_id = "
         "(SELECT MAX(g.run_id) FROM findings g WHERE g.kind = f.kind)")}
     return np.fromiter((i in flagged for i in ids), dtype=bool, count=len(ids))
@@ -252,19 +253,16 @@ def _issue_mask(ctx: Context, ids: list[str]) -> np.ndarray:
 # -- the model -------------------------------------------------------------------------------------
 def model(ctx: Context) -> tuple[str, str, str]:
     lead = "How well a classifier trained on these features recognises the classes, on images it never saw."
-    try:
-        listing = [m for m in ctx.ws.models() if m.get("status") == "ready"]
-    except Exception as exc:  # the learn stage may be absent or its files unreadable: say so, keep the report
-        log.info("report: no models (%s)", exc)
-        listing = []
-    if not listing:
+    listing = [m for m in ctx.models if m.get("status") == "ready"]
+    if ctx.trained is None or not listing:
         return "model", "Model", section("model", "Model", lead, missing("No trained model yet.", "pixelmine train"))
-    name = ctx.model or max(listing, key=lambda m: m.get("created_at") or "")["name"]
-    metrics_path = ctx.ws.root / "models" / name / "metrics.json"
-    if not metrics_path.exists():
+    name = ctx.trained.name
+    try:
+        metrics = ctx.trained.metrics
+    except (OSError, ValueError) as exc:  # an unreadable model folder: say so, keep the rest of the report
+        log.info("report: cannot read the metrics of model %s (%s)", name, exc)
         return "model", "Model", section("model", "Model", lead,
-                                         missing(f"Model {name!r} has no metrics.json.", f"pixelmine train --name {name}"))
-    metrics = json.loads(metrics_path.read_text())
+                                         missing(f"Model {name!r} has no readable metrics.", f"pixelmine train --name {name}"))
     test = metrics.get("test", {})
     headline = test.get("metrics", {})
     intervals = test.get("intervals", {})
@@ -323,7 +321,7 @@ def rules(ctx: Context) -> tuple[str, str, str]:
 
     lead = ("Properties that go together more often than chance (FP-growth over one transaction per image: label, "
             "prediction, ImageNet tags, cluster, findings, metadata).")
-    data = load_rules(ctx.ws)
+    data = load_rules(ctx.root)
     if data is None:
         return "rules", "Rules", section("rules", "Association rules", lead, missing("No rules yet.", "pixelmine rules"))
     config = data.get("config", {})
@@ -354,7 +352,7 @@ def _flatten(prefix: str, value, out: list) -> None:
 def thresholds(ctx: Context) -> tuple[str, str, str]:
     lead = "The settings behind every finding, and what to do about each kind."
     body = ""
-    runs = [r for r in ctx.ws.catalog.runs("discover", 20) if r["status"] == "completed"]
+    runs = [r for r in ctx.catalog.runs("discover", 20) if r["status"] == "completed"]
     seen = set()
     for run in runs:
         key = json.dumps(run["config"], sort_keys=True)
@@ -374,7 +372,7 @@ def thresholds(ctx: Context) -> tuple[str, str, str]:
     if kinds:
         body += "<h3>Every finding kind</h3>" + table(
             ["kind", "what it means", "flagged when", "what to do"],
-            [[k, KINDS.get(k, ("", ""))[0], _threshold(ctx.ws.catalog, k) or "—", KINDS.get(k, ("", ""))[1]]
+            [[k, KINDS.get(k, ("", ""))[0], _threshold(ctx.catalog, k) or "—", KINDS.get(k, ("", ""))[1]]
              for k in kinds])
     body += ("<p>Scores run from 0 to 1, low = severe; each finder flags an image (<i>is_issue</i>) past its own "
              "threshold, relative to this collection.</p>")

@@ -1,4 +1,4 @@
-"""``similar(ws, image, k)``: resolve what the user named, find its vector, ask the index.
+"""``similar(catalog, root, features, image, k)``: resolve what the user named, find its vector, ask the index.
 
 ``image`` may be a catalogued image id or a unique prefix of one (at least 4 hex characters), a path the
 catalog has seen, or any image file: a file whose bytes are catalogued uses that image's cached vector;
@@ -17,9 +17,8 @@ import numpy as np
 
 from ..errors import InputError, NotFittedError
 from .index import VectorIndex
-from ..defaults import DEFAULT_BACKBONE
 from ..fileio import sha256_file
-from ..optional import check_installed
+from ..optional import check_stage
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -84,25 +83,26 @@ def embed_file(path: str, backbone: str, fingerprint: str, workspace_root) -> np
     return embedded.features[:1].astype(np.float32)
 
 
-def similar(ws, image: str, k: int = 10, *, backbone: str = DEFAULT_BACKBONE) -> tuple[Query, list[Neighbour]]:
-    """The ``k`` images most similar to ``image``, most similar first. A catalogued query is in the index,
-    so it comes first as its own neighbour (similarity 1.0), which shows the answer is anchored right."""
-    check_installed("Similarity search", "faiss")
+def similar(catalog, root, features, image: str, k: int = 10) -> tuple[Query, list[Neighbour]]:
+    """The ``k`` images of ``features`` (a FeatureSet of the workspace at ``root``) most similar to ``image``,
+    most similar first. A catalogued query is in the index, so it comes first as its own neighbour
+    (similarity 1.0), which shows the answer is anchored right."""
+    check_stage("similar")
     if int(k) < 1:
         raise InputError(f"The 'k' parameter must be at least 1. Got {k!r} instead.")
-    query = resolve(ws.catalog, image)
-    features = ws.features(backbone)
-    index = VectorIndex.for_features(ws.root, features)
+    query = resolve(catalog, image)
+    backbone = features.backbone
+    index = VectorIndex.for_features(root, features)
     if query.image_id is not None and query.image_id in index:
         vector = index.vector(query.image_id)[None]
     else:
-        path = query.path or _present_path(ws.catalog, query.image_id)
+        path = query.path or _present_path(catalog, query.image_id)
         if path is None:
             raise NotFittedError(f"image {query.image_id[:12]} has no {backbone} features and no file on disk to "
                                  f"compute them from; run: pixelmine ingest, then pixelmine extract --backbone {backbone}")
-        vector = embed_file(path, features.backbone, features.fingerprint, ws.root)
+        vector = embed_file(path, features.backbone, features.fingerprint, root)
     found, scores = index.search(vector, int(k))
-    info = _image_info(ws.catalog, found[0])
+    info = _image_info(catalog, found[0])
     neighbours = [Neighbour(rank + 1, image_id, float(score), *info.get(image_id, (None, None)))
                   for rank, (image_id, score) in enumerate(zip(found[0], scores[0]))]
     return query, neighbours

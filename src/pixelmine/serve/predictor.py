@@ -57,8 +57,8 @@ class Predictor:
 
         current: _ThreadState | None = getattr(self._local, "state", None)
         ws = current.ws if current is not None else open_workspace(self.root)
-        name = self.model_name or artifacts.default_model_name(ws)
-        stamp = _stamp(artifacts.model_dir(ws, name))
+        name = self.model_name or artifacts.default_model_name(ws.root)
+        stamp = _stamp(artifacts.model_path(ws.root, name))
         if current is not None and current.model.name == name and current.stamp == stamp:
             return current
         model = ws.model(name)
