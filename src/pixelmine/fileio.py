@@ -21,23 +21,6 @@ HASH_BLOCK = 1 << 20  # bytes read at a time when hashing
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, *, mode: str = "wb", suffix: str = "") -> Iterator[IO]:
-    """``with atomic_writer(path) as handle: handle.write(...)``: ``path`` appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
-    try:
-        with os.fdopen(handle, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as out:
-            yield out
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that want a file name (torch.save, ONNX, faiss);
     renamed over ``path`` when the block ends without an error, removed otherwise."""
@@ -53,6 +36,14 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, *, mode: str = "wb", suffix: str = "") -> Iterator[IO]:
+    """``with atomic_writer(path) as handle: handle.write(...)``: ``path`` appears complete or not at all."""
+    with atomic_path(path, suffix=suffix) as tmp, \
+            open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as out:
+        yield out
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
