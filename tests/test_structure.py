@@ -194,3 +194,19 @@ def test_unknown_finder_is_an_input_error_listing_the_valid_names():
     with pytest.raises(InputError, match=r"unknown finder or finding kind 'dupes'.*near_duplicate"):
         resolve_only(["dupes"])
     assert resolve_only(["near_duplicate", "cluster"]) == ["duplicates", "clusters"]
+
+
+def test_every_finding_kind_belongs_to_exactly_one_finder():
+    from pixelmine.discover import FINDERS, KINDS
+
+    owners = [kind for finder in FINDERS.values() for kind in finder.kinds]
+    assert len(owners) == len(set(owners)) == len(KINDS)
+    assert all(name == finder.name for name, finder in FINDERS.items())
+    assert all(meaning and action for meaning, action in KINDS.values())
+
+
+def test_search_does_not_depend_on_learn():
+    graph = import_graph()
+    offenders = sorted(f"{name} imports {target}" for name, targets in graph.items() for target in targets
+                       if name.startswith("pixelmine.search") and target.startswith("pixelmine.learn"))
+    assert not offenders, offenders

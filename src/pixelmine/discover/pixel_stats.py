@@ -101,11 +101,6 @@ def _open_small(path: str):
     return ImageOps.exif_transpose(image).convert("RGB")
 
 
-def stats_of_image(image) -> np.ndarray:
-    """The :data:`STATS` of one Pillow image (any mode), as float64 (4,)."""
-    return _measure(image)[0]
-
-
 def _measure(image) -> tuple[np.ndarray, np.ndarray]:
     """(STATS (4,), view hashes (N_VIEWS,)) of one Pillow image."""
     from PIL import Image

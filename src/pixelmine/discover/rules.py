@@ -22,17 +22,14 @@ attribute. Rules about labels and issues rank first, then by lift.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..fileio import atomic_write_json
 from ..optional import needs_extras
 from ..config import build_config
 
@@ -236,12 +233,3 @@ def _drop_reverse(rules: list[Rule]) -> list[Rule]:
 def _priority(consequent: str) -> int:
     attribute = _attribute(consequent)
     return PREFERRED.index(attribute) if attribute in PREFERRED else len(PREFERRED)
-
-
-def save_rules(result: RulesResult, path: Path) -> Path:
-    """Write ``reports/rules.json`` atomically (a reader never sees half a file)."""
-    return atomic_write_json(path, result.to_dict(), indent=1)
-
-
-def load_rules(path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None

@@ -19,7 +19,6 @@ resumed run is identical to an uninterrupted one. CPU by default; CUDA with fp16
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -361,8 +360,3 @@ def train_finetune(root, directory: Path, data, split, X: np.ndarray, config: Tr
                  "best_epoch": state["best_epoch"], "device": device,
                  "probe_init": None if initialised is None else initialised["params"]},
         notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"]})
-
-
-def history_table(directory: Path) -> list[dict]:
-    path = directory / "history.json"
-    return json.loads(path.read_text())["history"] if path.exists() else []

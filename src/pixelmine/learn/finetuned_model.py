@@ -17,8 +17,6 @@ class FinetunedModel(Model):
     """Probabilities from the fine-tuned network's own classifier, averaged over the test-time moves its
     training used; novelty from its own features of the training images."""
 
-    predicts_from_features = False
-
     def __init__(self, catalog, root, directory):
         super().__init__(catalog, root, directory)
         self._novelty = None

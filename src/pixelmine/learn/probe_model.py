@@ -12,8 +12,6 @@ class ProbeModel(Model):
     """Probabilities from the head over the backbone's feature vectors: cached ones for images the
     workspace has already embedded, the backbone's :class:`Embedder` for new files."""
 
-    predicts_from_features = True
-
     def __init__(self, catalog, root, directory):
         super().__init__(catalog, root, directory)
         self._bundle = None
