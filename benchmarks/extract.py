@@ -176,6 +176,9 @@ class _Alone:
         out = self.embedder.embed_pixels(pixels)
         return out.features, out.logits
 
+    def close(self) -> None:
+        self.embedder.close()
+
 
 def runners(template: Path, threads: int, with_int8: bool) -> dict:
     from pixelmine.features.embedder import Embedder

@@ -6,7 +6,9 @@ stores pixels. The schema carries a version and a list of migrations, applied in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -125,6 +127,8 @@ MIGRATIONS: list[str] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+_log = logging.getLogger(__name__)
+
 # SQLite caps host parameters per statement; stay well below every build's limit.
 _CHUNK = 500
 
@@ -186,17 +190,23 @@ class Catalog:
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
+                    storage = _storage_error(exc, self.path)
+                    if storage is not None:
+                        raise storage from exc
                     raise
                 time.sleep(0.1 * (attempt + 1))
         else:
             raise WorkspaceError(f"the catalog {self.path!r} stayed locked by another process; try again")
         try:
             yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
             self._conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # after a failed COMMIT SQLite may have rolled back itself
+                self._conn.execute("ROLLBACK")
+            storage = _storage_error(exc, self.path)
+            if storage is not None:
+                raise storage from exc
+            raise
 
     def query(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
         return self._conn.execute(sql, tuple(params)).fetchall()
@@ -229,7 +239,11 @@ class Catalog:
             yield record
         except BaseException as exc:
             record.status, record.error = outcome(exc)
-            self._finish_run(record)
+            try:
+                self._finish_run(record)
+            except WorkspaceError as unrecorded:  # e.g. the disk that stopped the run is still full
+                _log.warning("run %d could not be marked %s (%s); the next run will mark it interrupted",
+                             record.id, record.status, unrecorded)
             raise
         record.status, record.error = outcome(None)
         self._finish_run(record)
@@ -444,6 +458,24 @@ class Catalog:
             "exact_duplicates": duplicates,
             "label_conflicts": conflicts,
         }
+
+
+# SQLite's words for a write the storage refused, and what they mean
+_SQLITE_STORAGE = {"database or disk is full": "full", "disk i/o error": "failing", "readonly database": "read-only"}
+
+
+def _storage_error(exc: BaseException, path: str):
+    """StorageError for a full, failing or read-only disk under the catalog (SQLite's errors or an OSError)."""
+    from .errors import StorageError
+    from .fileio import storage_error, storage_message
+
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        for words, problem in _SQLITE_STORAGE.items():
+            if words in text:
+                return StorageError(storage_message(path, problem), path=path)
+        return None
+    return storage_error(exc, path)
 
 
 def _pid_alive(pid: int | None) -> bool:

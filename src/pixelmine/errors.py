@@ -4,7 +4,8 @@
     ├── InputError (ValueError)            a value the user gave is not usable
     │   └── SourceNotFoundError (FileNotFoundError)
     ├── WorkspaceError                     the workspace or its catalog cannot be used
-    │   └── SchemaVersionError             catalog written by a newer pixelmine
+    │   ├── SchemaVersionError             catalog written by a newer pixelmine
+    │   └── StorageError                   disk full, read-only or failing while writing
     ├── NotFittedError (ValueError)        a stage needs an earlier stage's output
     └── MissingDependencyError (ImportError)  an optional package is not installed
         └── WeightsNotFoundError             pretrained weights are in no cache, no package, no download
@@ -34,6 +35,16 @@ class WorkspaceError(PixelmineError):
 
 class SchemaVersionError(WorkspaceError):
     """The catalog was written by a newer pixelmine than this one."""
+
+
+class StorageError(WorkspaceError):
+    """Writing a workspace or cache file failed: the disk is full, read-only, or failing. Everything written
+    before is intact; the same command resumes once the cause is fixed."""
+
+    def __init__(self, message: str, path: str | None = None, errno: int | None = None):
+        self.path = path
+        self.errno = errno
+        super().__init__(message)
 
 
 class NotFittedError(PixelmineError, ValueError):

@@ -9,9 +9,11 @@ workspace files are meant to be read by others).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,19 +25,65 @@ HASH_BLOCK = 1 << 20  # bytes read at a time when hashing
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that want a file name (torch.save, ONNX, faiss);
-    renamed over ``path`` when the block ends without an error, removed otherwise."""
+    renamed over ``path`` when the block ends without an error, removed otherwise. A full, read-only or
+    failing disk becomes one :class:`~pixelmine.errors.StorageError` naming the file and the fix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
-    os.close(handle)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix or path.suffix)
+        os.close(handle)
         yield Path(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        storage = storage_error(exc, path)
+        if storage is not None:
+            raise storage from exc
         raise
+
+
+# errno values that mean "this storage cannot take the write", as opposed to a problem with one input file
+STORAGE_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only", errno.EIO: "failing"}
+
+
+def storage_error(exc: BaseException, path: str | os.PathLike):
+    """A :class:`~pixelmine.errors.StorageError` for ``exc`` when it is a full, read-only or failing disk
+    (``OSError`` with such an errno, wherever it was raised); None for anything else."""
+    from .errors import StorageError
+
+    if isinstance(exc, StorageError):
+        return None
+    cause = exc
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno in STORAGE_ERRNOS):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    return StorageError(storage_message(path, STORAGE_ERRNOS[cause.errno]), path=str(path), errno=cause.errno)
+
+
+def storage_message(path: str | os.PathLike, problem: str) -> str:
+    """What went wrong writing ``path`` and what to do, in one line."""
+    where = Path(path)
+    existing = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+    if problem == "full":
+        try:
+            free = shutil.disk_usage(existing).free
+        except OSError:
+            free = None
+        what = f"no space left on the disk to write {str(path)!r}" + (
+            f" ({free / 1e6:.1f} MB free there)" if free is not None else "")
+    elif problem == "read-only":
+        what = f"cannot write {str(path)!r}: its file system is read-only"
+    else:
+        what = (f"an I/O error while writing {str(path)!r} (a failing disk, or a network mount that went "
+                "away)")
+    return (f"{what}. Everything finished before is kept and no half-written file was left; free some space "
+            "(or move the workspace: --workspace / $PIXELMINE_WORKSPACE; the model cache: $PIXELMINE_CACHE), "
+            "then run the same command again: it resumes where it stopped")
 
 
 @contextlib.contextmanager

@@ -24,12 +24,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from ..fileio import atomic_save_npz
+from ..processes import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def pixel_stats(cache_path: str | os.PathLike, ids: Sequence[str], paths: Sequen
     if progress is not None:
         progress(done, len(ids))
     if todo:
-        pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 32 else None
+        pool = worker_pool(workers) if workers > 1 and len(todo) > 32 else None
         try:
             for start in range(0, len(todo), chunk):
                 part = todo[start:start + chunk]

@@ -14,7 +14,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..imaging.decode import load_pixels
+from ..processes import kill_pool, worker_pool
 
 _log = logging.getLogger(__name__)
 
@@ -99,20 +100,11 @@ class Decoder:
             return ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixelmine-decode")
         # forkserver: workers start clean even though this process holds threads (ORT, torch, tqdm, SQLite).
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(method),
-                                   initializer=_worker_init)
+        return worker_pool(self.workers, method=method, initializer=_worker_init)
 
     def _kill_pool(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        # The executor has no public kill; a worker stuck in a C decoder cannot be interrupted otherwise.
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            try:
-                process.kill()
-            except Exception:  # already gone
-                pass
-        pool.shutdown(wait=False, cancel_futures=True)
+        kill_pool(pool)
 
     def close(self) -> None:
         if self._pool is not None:

@@ -125,7 +125,7 @@ class Embedder:
     # -- set-up ---------------------------------------------------------------------------------------
     def _onnx_runner(self, workspace_root, calibration):
         from . import onnx_cache
-        from .onnx_backend import OnnxRunner, export_onnx, graph_matches
+        from .onnx_backend import export_onnx, open_graph
 
         fp32 = self.spec.fingerprint(self.located, "fp32")
 
@@ -134,19 +134,24 @@ class Embedder:
             model.with_map = model.has_map
             export_onnx(model, path, fingerprint=fp32)
 
-        path, self.exported = onnx_cache.cached_graph(fp32, export, lambda p: graph_matches(p, fp32))
-        if self.precision == "int8":
-            from .quantize import quantize_int8
-            from .store import FeatureStore
+        runner, self.exported = onnx_cache.cached_graph(fp32, export,
+                                                        lambda path: open_graph(path, fp32, threads=self.threads))
+        if self.precision == "fp32":
+            return runner
+        from .quantize import quantize_int8
+        from .store import FeatureStore
 
-            int8_path = FeatureStore(workspace_root, self.spec.name, self.fingerprint).dir / "model-int8.onnx"
-            if not graph_matches(int8_path, self.fingerprint, None):
-                if not calibration:
-                    raise InputError(f"the int8 graph of {self.spec.name} is calibrated on a workspace's images; "
-                                     "run pixelmine extract --precision int8 first")
-                quantize_int8(path, int8_path, self.spec, calibration, fingerprint=self.fingerprint)
-            path = int8_path
-        return OnnxRunner(path, threads=self.threads)
+        fp32_path = runner.path
+        runner.close()
+        int8_path = FeatureStore(workspace_root, self.spec.name, self.fingerprint).dir / "model-int8.onnx"
+        quantized = open_graph(int8_path, self.fingerprint, threads=self.threads) if int8_path.exists() else None
+        if quantized is None:
+            if not calibration:
+                raise InputError(f"the int8 graph of {self.spec.name} is calibrated on a workspace's images; "
+                                 "run pixelmine extract --precision int8 first")
+            quantize_int8(fp32_path, int8_path, self.spec, calibration, fingerprint=self.fingerprint)
+            quantized = open_graph(int8_path, self.fingerprint, threads=self.threads)
+        return quantized
 
     def describe(self) -> str:
         return self.runner.describe()

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backbones
 from ..catalog import Catalog, utc_now
-from ..errors import InputError
+from ..errors import InputError, StorageError
 from ..progress import resolve_progress
 from .embedder import BACKENDS, Embedder, crop_spec, default_workers
 from .decoding import Decoder
@@ -218,6 +218,7 @@ def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, tod
             errors.clear()
         timings["write"] += time.perf_counter() - t0
 
+    disk_refused = False
     try:
         waited = time.perf_counter()
         for chunk in decoder:
@@ -243,8 +244,12 @@ def _run(catalog: Catalog, store: FeatureStore, spec, config: ExtractConfig, tod
                 flush()
                 last_flush = time.perf_counter()
             waited = time.perf_counter()
+    except StorageError:
+        disk_refused = True
+        raise
     finally:
-        flush()  # keep what was computed, also when interrupted
+        if not disk_refused:  # keep what was computed, also when interrupted (a full disk would refuse it)
+            flush()
         embedder.close()
         result.timings = timings
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backbones.model_outputs import OUTPUT_FEATURES, OUTPUT_LOGITS, OUTPUT_MAP
 from ..fileio import atomic_path
+from ..errors import MissingDependencyError
 from ..optional import require
 
 _log = logging.getLogger(__name__)
@@ -107,20 +108,20 @@ def _check(model, target: str, example) -> None:
                            "use --backend torch for this backbone")
 
 
-def graph_matches(path: str | os.PathLike, fingerprint: str, has_map: bool | None = None) -> bool:
-    """True when ``path`` is a loadable graph stamped with ``fingerprint`` (a truncated or foreign file is not)."""
-    if not os.path.exists(path):
-        return False
+def open_graph(path: str | os.PathLike, fingerprint: str, *, threads: int) -> "OnnxRunner | None":
+    """The graph at ``path`` ready to run, or None when it is damaged (truncated, not ONNX) or stamped with
+    another fingerprint: a cached file is trusted only when it is the very graph asked for."""
     try:
-        runner = OnnxRunner(path, threads=1)
+        runner = OnnxRunner(path, threads=threads)
+    except MissingDependencyError:
+        raise
     except Exception as exc:  # noqa: BLE001 - ORT raises its own classes for a damaged file
         _log.warning("cannot load the ONNX graph %s (%s: %s)", path, type(exc).__name__, exc)
-        return False
-    try:
-        return runner.metadata.get("pixelmine_fingerprint") == fingerprint and \
-            (has_map is None or runner.has_map == has_map)
-    finally:
+        return None
+    if runner.metadata.get("pixelmine_fingerprint") != fingerprint:
         runner.close()
+        return None
+    return runner
 
 
 class OnnxRunner:

@@ -16,6 +16,9 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+Runner = TypeVar("Runner")
 
 _log = logging.getLogger(__name__)
 
@@ -52,16 +55,23 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def cached_graph(fingerprint: str, export: Callable[[Path], None], is_valid: Callable[[Path], bool]) -> tuple[Path, bool]:
-    """(path of the graph for ``fingerprint``, whether it was exported now). ``export(path)`` writes it
-    atomically; ``is_valid(path)`` says whether a cached file can be used as it is."""
+def cached_graph(fingerprint: str, export: Callable[[Path], None], load: Callable[[Path], Runner | None]
+                 ) -> tuple[Runner, bool]:
+    """(the loaded graph for ``fingerprint``, whether it was exported now). ``export(path)`` writes it
+    atomically; ``load(path)`` opens a cached file, or returns None when it cannot be used as it is. The
+    common case, a good cached graph, costs one load and no lock."""
     path = graph_path(fingerprint)
-    if path.exists() and is_valid(path):
-        return path, False
+    loaded = load(path) if path.exists() else None
+    if loaded is not None:
+        return loaded, False
     with _exclusive(path.parent / ".lock"):
-        if path.exists() and is_valid(path):  # another process exported it while we waited
-            return path, False
+        loaded = load(path) if path.exists() else None
+        if loaded is not None:  # another process exported it while we waited
+            return loaded, False
         if path.exists():
             _log.warning("the cached ONNX graph %s is damaged or outdated; exporting it again", path)
         export(path)
-    return path, True
+    loaded = load(path)
+    if loaded is None:
+        raise RuntimeError(f"the ONNX graph just exported to {path} cannot be loaded; use --backend torch")
+    return loaded, True

@@ -10,6 +10,7 @@ re-run computes only the ids no shard holds yet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import NotFittedError
 from ..fileio import atomic_save_npy, atomic_save_npz, atomic_write_text
+from ..fileio import storage_error
 
 TOP_K_TAGS = 5
 
@@ -110,20 +112,30 @@ class FeatureStore:
             arrays["tag_indices"] = np.asarray(tag_indices, dtype=np.int32)
             arrays["tag_probs"] = np.asarray(tag_probs, dtype=np.float32)
         number = len(self._shards()) + 1
-        handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-            out.flush()
-            os.fsync(out.fileno())
-        # A concurrent writer may have taken this number; find the next free one without overwriting.
-        while True:
-            target = self.dir / f"shard-{number:06d}.npz"
-            try:
-                os.link(tmp, target)
-                break
-            except FileExistsError:
-                number += 1
-        os.unlink(tmp)
+        tmp = None
+        try:
+            handle, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npz")
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, **arrays)
+                out.flush()
+                os.fsync(out.fileno())
+            # A concurrent writer may have taken this number; find the next free one without overwriting.
+            while True:
+                target = self.dir / f"shard-{number:06d}.npz"
+                try:
+                    os.link(tmp, target)
+                    break
+                except FileExistsError:
+                    number += 1
+        except OSError as exc:
+            storage = storage_error(exc, self.dir / f"shard-{number:06d}.npz")
+            if storage is not None:
+                raise storage from exc
+            raise
+        finally:
+            if tmp is not None:  # the shard is linked under its own name, or was never complete
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         return target
 
     def load(self) -> FeatureSet:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import sys
 import time
@@ -23,8 +22,13 @@ from ..progress import resolve_progress
 from .sources import Source, SourceItem, resolve_sources
 from .validate import FileRecord, ValidationLimits, validate_file
 from ..config import build_config
+from ..processes import kill_pool, worker_pool
 
 _log = logging.getLogger(__name__)
+
+# validated files are committed in batches: a kill loses at most this many files or seconds of work
+COMMIT_EVERY_FILES = 256
+COMMIT_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -109,18 +113,7 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     # Pillow and hashlib, so threads the parent may hold (torch, SQLite) are never touched in the child.
     # macOS: fork is unsafe with system frameworks, so spawn.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_worker_init)
-
-
-def _kill_pool(pool: ProcessPoolExecutor) -> None:
-    # A worker stuck inside a C decoder cannot be interrupted; the executor has no public kill.
-    for process in list(getattr(pool, "_processes", {}).values()):
-        try:
-            process.kill()
-        except Exception:
-            pass
-    pool.shutdown(wait=False, cancel_futures=True)
+    return worker_pool(workers, method=method, initializer=_worker_init)
 
 
 def _crashed_record(path: str, reason: str) -> dict:
@@ -164,7 +157,7 @@ class _PoolRunner:
                     suspects = [p for chunk in in_flight.values() for p in chunk]
                     _log.warning("no worker answered for %.0f s; re-checking %d files one at a time",
                                  self.stall_s, len(suspects))
-                    _kill_pool(pool)
+                    kill_pool(pool)
                     in_flight.clear()
                     yield from self._isolate(suspects)
                     pool = _new_pool(self.workers)
@@ -180,13 +173,13 @@ class _PoolRunner:
                     # A decoder crashed the worker (segfault, abort); every chunk in flight is lost with it.
                     broken.extend(p for chunk in in_flight.values() for p in chunk)
                     in_flight.clear()
-                    _kill_pool(pool)
+                    kill_pool(pool)
                     _log.warning("a worker crashed; re-checking %d files one at a time", len(broken))
                     yield from self._isolate(broken)
                     pool = _new_pool(self.workers)
         finally:
             if in_flight:  # interrupted (Ctrl-C, or the consumer stopped): don't wait for stragglers
-                _kill_pool(pool)
+                kill_pool(pool)
             else:
                 pool.shutdown(wait=True)
 
@@ -199,11 +192,11 @@ class _PoolRunner:
                 yield future.result(timeout=2 * self.limits.timeout_s + 30)
                 pool.shutdown(wait=True)
             except BrokenProcessPool:
-                _kill_pool(pool)
+                kill_pool(pool)
                 yield [_crashed_record(path, "the image decoder crashed on this file; re-export the image "
                                              "from its source (the file itself was not changed)")]
             except TimeoutError:
-                _kill_pool(pool)
+                kill_pool(pool)
                 yield [_crashed_record(path, f"decoding did not finish within {2 * self.limits.timeout_s + 30:.0f} s; "
                                              "re-export the image from its source")]
 
@@ -287,7 +280,7 @@ def _ingest_sources(catalog: Catalog, sources: list[Source], config: IngestConfi
             buffer.extend(records)
             done += len(records)
             progress(done, total)
-            if len(buffer) >= 256 or time.monotonic() - last_commit > 0.5:
+            if len(buffer) >= COMMIT_EVERY_FILES or time.monotonic() - last_commit > COMMIT_EVERY_S:
                 _commit(catalog, buffer, items, result)
                 buffer, last_commit = [], time.monotonic()
         _commit(catalog, buffer, items, result)

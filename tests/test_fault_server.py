@@ -1,0 +1,127 @@
+"""Fault test: one hostile upload must not take /predict down for everyone.
+
+The real ``pixelmine serve`` process on loopback; one client declares a 1 GiB body and streams zeros into it
+(the server refuses it with 413 after its limit) while 8 clients keep posting ordinary JPEGs. Every ordinary
+request before, during and after the refused one must succeed: no 5xx, no reset. (It used to leave a
+prediction thread half-initialised: from then on most requests failed with a 500.)"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from imagefactory import encoded, photo
+from servekit import TOKEN, build_workspace, free_port
+
+pytestmark = pytest.mark.fault
+
+CLIENTS = 8
+DURATION_S = 12.0  # bounded: the loops stop by themselves
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
+    root = tmp_path_factory.mktemp("abuse") / "ws"
+    shutil.copytree(shared, root)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pixelmine", "serve", "-w", str(root), "--port", str(port),
+                             "--backbone", "tiny_test", "--quiet"],
+                            env={**os.environ, "PIXELMINE_TOKEN": TOKEN}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pixelmine serve exited: {proc.stderr.read()}")
+            time.sleep(0.2)
+    yield port
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _hostile_upload(port: int) -> int | None:
+    """Declare 1 GiB, stream zeros until the server answers or closes; the status it answered, if any."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    boundary = uuid.uuid4().hex
+    head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary={boundary}"
+            f"\r\nContent-Length: {1 << 30}\r\n\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"huge.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n").encode()
+    sock.sendall(head)
+    chunk = b"\0" * 65536
+    sent = 0
+    try:
+        while sent < 64 << 20:  # at most 64 MiB: far past any limit, and bounded
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:  # the server closed the connection after answering: expected
+        pass
+    try:
+        reply = sock.recv(4096).decode("latin-1")
+    except OSError:
+        reply = ""
+    finally:
+        sock.close()
+    return int(reply.split()[1]) if reply.startswith("HTTP/1.1") else None
+
+
+def test_one_oversized_upload_does_not_break_predict_for_anyone(served):
+    port = served
+    statuses: list[tuple[float, int]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + DURATION_S
+
+    def ordinary(seed: int) -> None:
+        body, content_type = _multipart(encoded(photo(seed, (250, 250)), "JPEG"))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            try:
+                connection.request("POST", "/predict", body=body, headers={"Content-Type": content_type})
+                response = connection.getresponse()
+                response.read()
+                with lock:
+                    statuses.append((time.monotonic(), response.status))
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.close()
+
+    threads = [threading.Thread(target=ordinary, args=(k,), daemon=True) for k in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    refused_at = time.monotonic()
+    hostile = _hostile_upload(port)
+    for thread in threads:
+        thread.join(timeout=DURATION_S + 30)
+    after = [status for when, status in statuses if when > refused_at]
+    assert hostile in (413, None), hostile  # refused (or the connection closed on it), never served
+    assert errors == [], errors[:5]
+    assert [s for _, s in statuses if s != 200] == []
+    assert len(after) >= 20, f"only {len(after)} ordinary requests answered after the refused upload"
