@@ -164,8 +164,18 @@ class Catalog:
         except sqlite3.Error as exc:
             raise WorkspaceError(f"cannot open the catalog {self.path!r}: {exc}; check the path and permissions") from exc
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout = 60000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        try:
+            self._conn.execute("PRAGMA busy_timeout = 60000")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            storage = _storage_error(exc, self.path)
+            if storage is not None:
+                raise storage from exc
+            raise WorkspaceError(
+                f"the catalog {self.path!r} is damaged ({exc}); it is left as it is. It cannot be rebuilt from the "
+                "workspace: restore it from a backup, or move it away and run pixelmine ingest again (labels "
+                "corrected by people are in it too)") from exc
         # NORMAL is durable across application crashes in WAL mode; only an OS crash may lose the last commit.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")

@@ -8,6 +8,8 @@ costs a fraction of a full decode. The user's file is only read.
 from __future__ import annotations
 
 import io
+import os
+import logging
 import warnings
 from pathlib import Path
 
@@ -29,7 +31,9 @@ def thumbnail_path(ws, image_id: str, size: int = 256) -> Path:
                                  "the file)")
     target = ws.root / "thumbnails" / str(size) / image_id[:2] / f"{image_id}.jpg"
     if target.is_file():
-        return target
+        if _whole_jpeg(target):
+            return target
+        logging.getLogger(__name__).warning("the cached thumbnail %s is damaged; making it again", target)
     rows = ws.catalog.query("SELECT status FROM images WHERE id = ?", (image_id,))
     if not rows:
         raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog")
@@ -87,6 +91,17 @@ def _flatten(image):
         top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
         return Image.fromarray((np.clip(array / top, 0, 1) * 255).astype("uint8")).convert("RGB")
     return image.convert("RGB")
+
+
+def _whole_jpeg(path: Path) -> bool:
+    """A cheap structural check: a complete JPEG starts with SOI (FF D8) and ends with EOI (FF D9)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+            handle.seek(-2, os.SEEK_END)
+            return head == b"\xff\xd8" and handle.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

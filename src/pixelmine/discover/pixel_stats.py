@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -141,7 +142,7 @@ def _load_cache(path: Path) -> dict[str, np.ndarray]:
             if int(data["version"]) != STATS_VERSION:
                 return {}
             return dict(zip(data["ids"].tolist(), zip(data["stats"], data["views"])))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("ignoring unreadable pixel-stats cache %s (%s); recomputing", path, exc)
         return {}
 

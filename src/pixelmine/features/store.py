@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from ..fileio import atomic_save_npy, atomic_save_npz, atomic_write_text
 from ..fileio import storage_error
 
 TOP_K_TAGS = 5
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,11 +93,33 @@ class FeatureStore:
         return bool(self._shards())
 
     def known_ids(self) -> set[str]:
+        """Ids some whole shard holds (a damaged shard is set aside, so its images are computed again)."""
         known: set[str] = set()
         for shard in self._shards():
-            with np.load(shard, allow_pickle=False) as data:
+            data = self._read_shard(shard)
+            if data is not None:
                 known.update(data["ids"].tolist())
         return known
+
+    def _read_shard(self, shard: Path) -> dict | None:
+        """The arrays of ``shard``, checked; None (and the file renamed ``*.damaged``) when it is damaged."""
+        try:
+            with np.load(shard, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            ids, vectors = arrays["ids"], arrays["vectors"]
+            if vectors.ndim != 2 or len(ids) != len(vectors) or not np.isfinite(vectors).all():
+                raise ValueError(f"ids {ids.shape} and vectors {vectors.shape} do not match, or are not finite")
+            if "tag_indices" in arrays and len(arrays["tag_indices"]) != len(ids):
+                raise ValueError("the tags do not match the ids")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            damaged = shard.with_name(shard.name + ".damaged")
+            with contextlib.suppress(OSError):
+                os.replace(shard, damaged)
+            _log.warning("feature shard %s is damaged (%s: %s); set aside as %s — its images will be computed "
+                         "again by the next: pixelmine extract --backbone %s", shard, type(exc).__name__, exc,
+                         damaged.name, self.backbone)
+            return None
+        return arrays
 
     def write(self, ids, vectors: np.ndarray, tag_indices: np.ndarray | None = None,
               tag_probs: np.ndarray | None = None) -> Path:
@@ -145,36 +171,54 @@ class FeatureStore:
             raise NotFittedError(f"no {self.backbone} features in this workspace yet; "
                                  f"run: pixelmine extract --backbone {self.backbone}")
         stamp = ",".join(f"{s.name}:{s.stat().st_size}" for s in shards)
-        consolidated = self.dir / "matrix.npy"
         stamp_file = self.dir / "matrix.stamp"
-        if not (consolidated.exists() and stamp_file.exists() and stamp_file.read_text() == stamp):
-            self._consolidate(shards, stamp)
-        vectors = np.load(consolidated, mmap_mode="r")
+        if not (stamp_file.exists() and stamp_file.read_text() == stamp):
+            self._consolidate(shards)
+        try:
+            return self._read_consolidated()
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # the consolidated copy is derived from the shards: rebuild it
+            _log.warning("the consolidated %s features in %s are damaged (%s: %s); rebuilding them from the "
+                         "shards", self.backbone, self.dir, type(exc).__name__, exc)
+            self._consolidate(self._shards())
+            return self._read_consolidated()
+
+    def _read_consolidated(self) -> FeatureSet:
+        vectors = np.load(self.dir / "matrix.npy", mmap_mode="r")
         ids = np.load(self.dir / "ids.npy").tolist()
         tags = self.dir / "tags.npz"
         tag_indices = tag_probs = None
         if tags.exists():
             with np.load(tags) as data:
                 tag_indices, tag_probs = data["tag_indices"], data["tag_probs"]
+        if vectors.ndim != 2 or len(ids) != vectors.shape[0] or (
+                tag_indices is not None and len(tag_indices) != len(ids)):
+            raise ValueError(f"{len(ids)} ids for a matrix of shape {vectors.shape}")
         return FeatureSet(ids, vectors, self.backbone, self.fingerprint, tag_indices, tag_probs)
 
-    def _consolidate(self, shards: list[Path], stamp: str) -> None:
+    def _consolidate(self, shards: list[Path]) -> None:
         ids: list[str] = []
         blocks, tag_i, tag_p = [], [], []
         seen: set[str] = set()
         has_tags = True
         for shard in shards:
-            with np.load(shard, allow_pickle=False) as data:
-                shard_ids = data["ids"].tolist()
-                keep = [row for row, image_id in enumerate(shard_ids) if image_id not in seen]
-                seen.update(shard_ids)
-                ids.extend(shard_ids[row] for row in keep)
-                blocks.append(data["vectors"][keep])
-                if "tag_indices" in data:
-                    tag_i.append(data["tag_indices"][keep])
-                    tag_p.append(data["tag_probs"][keep])
-                else:
-                    has_tags = False
+            data = self._read_shard(shard)
+            if data is None:
+                continue
+            shard_ids = data["ids"].tolist()
+            keep = [row for row, image_id in enumerate(shard_ids) if image_id not in seen]
+            seen.update(shard_ids)
+            ids.extend(shard_ids[row] for row in keep)
+            blocks.append(data["vectors"][keep])
+            if "tag_indices" in data:
+                tag_i.append(data["tag_indices"][keep])
+                tag_p.append(data["tag_probs"][keep])
+            else:
+                has_tags = False
+        if not blocks:
+            raise NotFittedError(f"every {self.backbone} feature shard in {str(self.dir)!r} is damaged; compute "
+                                 f"them again: pixelmine extract --backbone {self.backbone}")
+        stamp = ",".join(f"{s.name}:{s.stat().st_size}" for s in self._shards())
         matrix = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
         atomic_save_npy(self.dir / "matrix.npy", matrix)
         atomic_save_npy(self.dir / "ids.npy", np.asarray(ids, dtype="U64"))

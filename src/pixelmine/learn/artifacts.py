@@ -72,7 +72,14 @@ def read_info(directory: Path) -> dict:
         raise NotFittedError(f"{str(directory)!r} holds no finished model (no {MODEL_FILE}); train it with "
                              f"pixelmine train --name {directory.name}"
                              + (" --resume" if (directory / "checkpoints").is_dir() else ""))
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict) or not {"name", "kind", "classes"} <= set(info):
+            raise ValueError("it lacks the model's name, kind or classes")
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InputError(f"the model file {str(path)!r} is damaged ({type(exc).__name__}: {exc}); the model "
+                         f"cannot be used: train it again with pixelmine train --name {directory.name} (or "
+                         "restore the folder from a backup)") from exc
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise InputError(f"model {directory.name!r} was saved by a newer pixelmine ({info.get('pixelmine_version')}); "
                          "upgrade pixelmine: pip install -U pixelmine")
