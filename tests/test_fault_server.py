@@ -125,3 +125,97 @@ def test_one_oversized_upload_does_not_break_predict_for_anyone(served):
     assert errors == [], errors[:5]
     assert [s for _, s in statuses if s != 200] == []
     assert len(after) >= 20, f"only {len(after)} ordinary requests answered after the refused upload"
+
+
+def _request(port: int, method: str, path: str, body=None, headers=None, timeout: float = 30):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_hostile_bodies_are_4xx_never_5xx(served):
+    port = served
+    body, content_type = _multipart(encoded(photo(1, (64, 48)), "JPEG"))
+    # a body without a length (chunked transfer encoding)
+    chunked = _request(port, "POST", "/predict", body=iter([body[:100], body[100:]]),
+                       headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"})
+    # malformed multipart: the boundary in the header is not the one in the body
+    malformed = _request(port, "POST", "/predict", body=body,
+                         headers={"Content-Type": "multipart/form-data; boundary=not-the-one"})
+    # truncated multipart: the closing boundary never comes
+    truncated = _request(port, "POST", "/predict", body=body[: len(body) // 2],
+                         headers={"Content-Type": content_type})
+    # 200 uploads in one request
+    boundary = uuid.uuid4().hex
+    part = encoded(photo(2, (32, 24)), "JPEG")
+    many = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{k}.jpg\"\r\n"
+                    f"Content-Type: image/jpeg\r\n\r\n".encode() + part + b"\r\n" for k in range(200))
+    many += f"--{boundary}--\r\n".encode()
+    lots = _request(port, "POST", "/predict", body=many,
+                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    statuses = {"chunked": chunked[0], "malformed": malformed[0], "truncated": truncated[0], "200 files": lots[0]}
+    assert all(status < 500 for status in statuses.values()), statuses
+    assert statuses["malformed"] >= 400 and statuses["truncated"] >= 400 and statuses["200 files"] >= 400
+    assert _request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200
+
+
+def test_a_trickling_client_does_not_hold_up_the_others(served):
+    """One client sends its body a few bytes at a time for 6 s; ordinary requests meanwhile are answered."""
+    port = served
+    body, content_type = _multipart(encoded(photo(3, (64, 48)), "JPEG"))
+    done = threading.Event()
+
+    def trickle() -> None:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode())
+            deadline = time.monotonic() + 6
+            sent = 0
+            while time.monotonic() < deadline and sent < len(body) - 10:
+                sock.sendall(body[sent:sent + 10])
+                sent += 10
+                time.sleep(0.2)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            done.set()
+
+    slow = threading.Thread(target=trickle, daemon=True)
+    slow.start()
+    answered = []
+    while not done.is_set():
+        answered.append(_request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0])
+    slow.join(timeout=20)
+    assert len(answered) >= 5 and set(answered) == {200}, answered
+
+
+def test_concurrent_relabels_of_one_image_are_each_recorded_once(served):
+    import json
+
+    port = served
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    status, data = _request(port, "GET", "/images?limit=1")
+    image_id = json.loads(data)["items"][0]["id"]
+    labels = [f"label-{k}" for k in range(16)]
+    results: list[int] = []
+
+    def relabel(label: str) -> None:
+        results.append(_request(port, "POST", f"/labels/{image_id}",
+                                body=json.dumps({"action": "relabel", "label": label}), headers=auth)[0])
+
+    threads = [threading.Thread(target=relabel, args=(label,)) for label in labels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [200] * 16
+    history = json.loads(_request(port, "GET", f"/labels?image_id={image_id}&limit=100")[1])
+    recorded = [row["new_label"] for row in (history if isinstance(history, list) else history["items"])
+                if row["new_label"] in labels]
+    assert sorted(recorded) == sorted(labels)  # every relabel exactly once, none lost or doubled
