@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -56,14 +55,20 @@ EXPECTED = {
 def ingested(tmp_path_factory):
     ws = tmp_path_factory.mktemp("pillow-ws")
     corpus = Path(CORPUS).resolve()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run([sys.executable, "-m", "pixelmine.cli", "ingest", str(corpus), "--include", "*",
-                           "-w", str(ws), "--json"], capture_output=True, text=True, timeout=900)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # The peak is measured in a wrapper process whose only descendants are this ingest and its workers:
+    # RUSAGE_CHILDREN of the test process itself would also count every earlier test's subprocesses.
+    peak_file = ws / "peak-rss-kib"
+    wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[2:]); "
+               "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+               "sys.exit(done.returncode)")
+    done = subprocess.run([sys.executable, "-c", wrapper, str(peak_file), sys.executable, "-m", "pixelmine.cli",
+                           "ingest", str(corpus), "--include", "*", "-w", str(ws), "--json"],
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    peak_kib = int(peak_file.read_text())
     files = [p for p in corpus.rglob("*") if p.is_file() and not p.name.startswith(".")
              and not any(part.startswith(".") for part in p.relative_to(corpus).parts)]
-    return ws, corpus, json.loads(done.stdout), files, max(before, peak_kib)
+    return ws, corpus, json.loads(done.stdout), files, peak_kib
 
 
 def test_every_file_ends_with_a_known_status(ingested):
