@@ -26,6 +26,7 @@ pytestmark = pytest.mark.fault
 
 CLIENTS = 8
 DURATION_S = 12.0  # bounded: the loops stop by themselves
+STALL_S = 3.0  # the served app's body timeout: a body that stops arriving this long gets 408
 
 
 def _multipart(data: bytes) -> tuple[bytes, str]:
@@ -42,7 +43,7 @@ def served(tmp_path_factory):
     shutil.copytree(shared, root)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pixelmine", "serve", "-w", str(root), "--port", str(port),
-                             "--backbone", "tiny_test", "--quiet"],
+                             "--backbone", "tiny_test", "--body-timeout", str(STALL_S), "--quiet"],
                             env={**os.environ, "PIXELMINE_TOKEN": TOKEN}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -193,6 +194,27 @@ def test_a_trickling_client_does_not_hold_up_the_others(served):
         answered.append(_request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0])
     slow.join(timeout=20)
     assert len(answered) >= 5 and set(answered) == {200}, answered
+
+
+def test_a_stalled_body_gets_408_after_the_body_timeout(served):
+    port = served
+    body, content_type = _multipart(encoded(photo(4, (64, 48)), "JPEG"))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=STALL_S + 10)
+    try:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
+        started = time.monotonic()
+        reply = sock.recv(4096).decode("latin-1")  # then nothing more is sent: the body stalls
+        waited = time.monotonic() - started
+        while "body_stalled" not in reply:
+            more = sock.recv(4096).decode("latin-1")
+            if not more:
+                break
+            reply += more
+    finally:
+        sock.close()
+    assert reply.startswith("HTTP/1.1 408") and "body_stalled" in reply, reply[:200]
+    assert STALL_S - 0.5 <= waited <= STALL_S + 5
 
 
 def test_concurrent_relabels_of_one_image_are_each_recorded_once(served):

@@ -25,8 +25,11 @@ from ..defaults import DEFAULT_BACKBONE
               help="Largest image file accepted (MB).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
               help="Largest image accepted (width x height), checked before decoding.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds a request body may stall before the server answers 408 (slow clients).")
 @common_options
-def serve_command(ws, out, host, port, token, model, backbone, max_batch, workers, max_upload_mb, max_pixels):
+def serve_command(ws, out, host, port, token, model, backbone, max_batch, workers, max_upload_mb, max_pixels,
+                  body_timeout):
     """Serve the HTTP API and the web UI over the workspace.
 
     \b
@@ -52,7 +55,7 @@ def serve_command(ws, out, host, port, token, model, backbone, max_batch, worker
     ws.close()
     limits = UploadLimits(max_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
     serve(root, host=host, port=port, token=token, model=model, backbone=backbone, max_batch=max_batch,
-          workers=workers, limits=limits, log_level="warning" if out.quiet else "info")
+          workers=workers, limits=limits, body_stall_s=body_timeout, log_level="warning" if out.quiet else "info")
 
 
 COMMANDS = [serve_command]

@@ -50,6 +50,7 @@ class ServeConfig:
     max_wait_ms: float = 4.0  # how long the batcher waits for more requests
     backbone: str = DEFAULT_BACKBONE  # features that /similar searches
     workers: int | None = None  # batches predicted side by side (default: one per core, at most 4)
+    body_stall_s: float = 30.0  # a request body that stops arriving for this long gets 408 (slow clients)
 
 
 class _Workspaces(threading.local):
@@ -63,9 +64,9 @@ class LabelCorrection(BaseModel):
 
 def create_app(root, *, token: str, model: str | None = None, limits: UploadLimits | None = None,
                max_batch: int = 32, max_wait_ms: float = 4.0, max_request_bytes: int = 64 * 1024 * 1024,
-               backbone: str = DEFAULT_BACKBONE, workers: int | None = None) -> FastAPI:
+               backbone: str = DEFAULT_BACKBONE, workers: int | None = None, body_stall_s: float = 30.0) -> FastAPI:
     config = ServeConfig(Path(root), token, model, limits or UploadLimits(), max_request_bytes, max_batch, max_wait_ms,
-                         backbone, workers)
+                         backbone, workers, body_stall_s)
     open_workspace(config.root).close()  # fail now, with the library's message, if the workspace is unusable
     local = _Workspaces()
     metrics = Metrics()
@@ -85,7 +86,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                   description="Image knowledge discovery over one workspace. Reading is open; writing needs the "
                               "server's token (Authorization: Bearer TOKEN).")
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, stall_s=config.body_stall_s)
     app.state.config, app.state.metrics = config, metrics
 
     def ws():

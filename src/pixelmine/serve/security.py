@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import hmac
+import asyncio
 import json
 import os
 import secrets
@@ -41,11 +42,14 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: a request body larger than ``max_bytes`` gets 413 with a JSON message."""
+    """ASGI middleware: a request body larger than ``max_bytes`` gets 413 with a JSON message, and one that
+    stalls (no byte for ``stall_s`` seconds before it is complete, a slow-loris client) gets 408, so a
+    trickling client cannot hold a connection and its buffers forever."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, stall_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.stall_s = stall_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -60,13 +64,22 @@ class BodyLimit:
                 return await self._refuse(send, int(declared))
         received = 0
         exceeded = False
+        stalled = False
         refused = False
+        complete = False  # once the whole body is in, receive() waits for a disconnect: no timeout then
 
         async def limited_receive():
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, exceeded, stalled, complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=self.stall_s)
+            except asyncio.TimeoutError:
+                stalled = True
+                raise _TooLarge() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     exceeded = True
                     raise _TooLarge()
@@ -76,10 +89,10 @@ class BodyLimit:
             # Frameworks turn an error raised while reading the body into their own answer (FastAPI: 400
             # "error parsing the body"); once the limit was crossed, that answer is replaced by the 413.
             nonlocal refused
-            if exceeded:
+            if exceeded or stalled:
                 if not refused and message["type"] == "http.response.start":
                     refused = True
-                    await self._refuse(send, received)
+                    await (self._refuse(send, received) if exceeded else self._stalled(send, received))
                 return
             await send(message)
 
@@ -88,7 +101,15 @@ class BodyLimit:
         except _TooLarge:
             if not refused:
                 refused = True
-                await self._refuse(send, received)
+                await (self._refuse(send, received) if exceeded else self._stalled(send, received))
+
+    async def _stalled(self, send, size: int) -> None:
+        body = json.dumps({"error": f"the request body stopped arriving for {self.stall_s:g} s after {size:,} "
+                                    "bytes; send it again, in one go", "code": "body_stalled"}).encode()
+        await send({"type": "http.response.start", "status": 408,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _refuse(self, send, size: int) -> None:
         body = json.dumps({"error": f"the request body ({size:,} bytes or more) is above the limit of "
