@@ -103,3 +103,14 @@ def test_a_damaged_catalog_is_refused_and_left_untouched(tmp_path):
     with pytest.raises(WorkspaceError, match=r"the catalog '.*catalog\.sqlite' is damaged.*restore it from a backup"):
         pixelmine.open_workspace(root).status()
     assert hashlib.sha256(catalog.read_bytes()).hexdigest() == before
+
+
+def test_a_damaged_vector_index_is_built_again(extracted, caplog):
+    ws, _ = extracted
+    first = ws.images()[0]
+    assert ws.similar(first["path"], k=3, backbone="tiny_test")[0].image_id == first["id"]
+    index = next((ws.root / "index").glob("*/vectors.faiss"))
+    index.write_bytes(index.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again = ws.similar(first["path"], k=3, backbone="tiny_test")
+    assert again[0].image_id == first["id"] and "is damaged" in caplog.text

@@ -109,10 +109,17 @@ class VectorIndex:
         meta_path = directory / "index.json"
         if not meta_path.exists():
             return None
-        meta = json.loads(meta_path.read_text())
-        ids = np.load(directory / "ids.npy").tolist()
-        index = _faiss().read_index(str(directory / "vectors.faiss"))
-        if index.ntotal != len(ids):
+        faiss = _faiss()
+        try:
+            meta = json.loads(meta_path.read_text())
+            ids = np.load(directory / "ids.npy").tolist()
+            index = faiss.read_index(str(directory / "vectors.faiss"))
+        except (OSError, ValueError, RuntimeError, EOFError) as exc:  # faiss reports a bad file as RuntimeError
+            log.warning("the vector index in %s is damaged (%s: %s); building it again", directory,
+                        type(exc).__name__, exc)
+            return None
+        if index.ntotal != len(ids) or meta.get("size") != len(ids):
+            log.warning("the vector index in %s does not match its ids; building it again", directory)
             return None
         return cls(ids, None, backbone=meta["backbone"], fingerprint=meta["fingerprint"], stamp=meta["stamp"],
                    index=index)
