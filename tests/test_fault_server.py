@@ -241,3 +241,65 @@ def test_concurrent_relabels_of_one_image_are_each_recorded_once(served):
     recorded = [row["new_label"] for row in (history if isinstance(history, list) else history["items"])
                 if row["new_label"] in labels]
     assert sorted(recorded) == sorted(labels)  # every relabel exactly once, none lost or doubled
+
+
+def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_factory):
+    """The server keeps answering while ingest and extract write its workspace, and then shows the new
+    images (gallery) and finds them (similarity search over the grown features)."""
+    import json
+
+    from imagefactory import save
+
+    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
+    root = tmp_path_factory.mktemp("live-writes") / "ws"
+    shutil.copytree(shared, root)
+    new_images = root.parent / "new-images"
+    for k in range(60):
+        save(photo(500 + k, (64, 48)), new_images / "d" / f"new_{k:03d}.jpg")
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "pixelmine", "serve", "-w", str(root), "--port", str(port),
+                               "--backbone", "tiny_test", "--quiet"], env={**os.environ, "PIXELMINE_TOKEN": TOKEN},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                status, data = _request(port, "GET", "/images?limit=1")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "pixelmine serve did not start"
+                time.sleep(0.2)
+        before = json.loads(data)["total"]
+        statuses: list[int] = []
+        writing = threading.Event()
+        body, content_type = _multipart(encoded(photo(7, (64, 48)), "JPEG"))
+
+        def read_while_writing() -> None:
+            while not writing.is_set():
+                for method, path, payload, headers in (
+                        ("GET", "/images?limit=48", None, {}),
+                        ("POST", "/predict", body, {"Content-Type": content_type})):
+                    statuses.append(_request(port, method, path, body=payload, headers=headers)[0])
+
+        assert _request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200  # warm
+        reader = threading.Thread(target=read_while_writing, daemon=True)
+        reader.start()
+        for args in (["ingest", new_images, "--labels-from-folders"], ["extract", "--backbone", "tiny_test"]):
+            done = subprocess.run([sys.executable, "-m", "pixelmine", *map(str, args), "-w", str(root), "--quiet"],
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+        writing.set()
+        reader.join(timeout=60)
+        assert len(statuses) >= 4 and set(statuses) == {200}, statuses
+        after = json.loads(_request(port, "GET", "/images?limit=1")[1])["total"]
+        assert after == before + 60
+        query, query_type = _multipart((new_images / "d" / "new_007.jpg").read_bytes())
+        status, found = _request(port, "POST", "/similar?k=1", body=query, headers={"Content-Type": query_type})
+        assert status == 200 and json.loads(found)["neighbors"][0]["similarity"] > 0.999  # the new image itself
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
