@@ -94,6 +94,9 @@ def test_duplicate_group_side_by_side_and_detail(page, server):
     first.locator(".tile").first.click()
     page.wait_for_selector("#detail[open] #detail-title")
     assert page.locator("#detail .kv").inner_text().count("/") >= 1
+    # what GET /images/{id} knows is shown: the cached tags and the served model's prediction
+    assert "tiny_class_" in page.locator("#detail-tags").inner_text()
+    assert " by logreg-tiny_test" in page.locator("#detail-prediction").inner_text()
     shot(page, "duplicate-detail")
 
 

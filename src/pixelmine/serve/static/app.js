@@ -103,6 +103,18 @@ function labelInput(id, value, placeholder) {
 }
 
 // ---------- detail dialog ----------
+function tagsText(tags) {
+  if (!tags || !tags.items || !tags.items.length) return h("span", { class: "muted" }, (tags && tags.note) || "none");
+  return `${tags.items.map((t) => `${t.label} ${t.probability.toFixed(2)}`).join(" · ")} (${tags.backbone})`;
+}
+
+function predictionText(p) {
+  if (!p || !p.label) return h("span", { class: "muted" }, (p && (p.note || p.error)) || "no model");
+  return [`${p.label} ${p.probability.toFixed(2)} by ${p.model}`,
+    p.uncertain ? h("span", { class: "badge bad" }, "uncertain") : null,
+    p.uncertain && p.reason ? h("span", { class: "muted" }, ` ${p.reason}`) : null];
+}
+
 async function openDetail(imageId) {
   const dialog = document.getElementById("detail");
   const body = document.getElementById("detail-body");
@@ -136,7 +148,9 @@ async function openDetail(imageId) {
           h("dt", {}, "paths"), h("dd", {}, item.paths.map((p) => h("div", {}, p.path, p.present ? "" : " (missing)"))),
           h("dt", {}, "findings"), h("dd", {}, item.findings.length ? item.findings.map((f) =>
             h("div", {}, h("span", { class: "badge" + (f.is_issue ? " bad" : "") }, f.kind), ` score ${f.score.toFixed(3)} `,
-              f.details && f.details.reason ? h("span", { class: "muted" }, f.details.reason) : "")) : "none")),
+              f.details && f.details.reason ? h("span", { class: "muted" }, f.details.reason) : "")) : "none"),
+          h("dt", {}, "tags"), h("dd", { id: "detail-tags" }, tagsText(item.tags)),
+          h("dt", {}, "prediction"), h("dd", { id: "detail-prediction" }, predictionText(item.prediction))),
         h("div", { class: "relabel" }, labelInput("detail-new-label", ""),
           h("button", { class: "primary", type: "button", id: "detail-relabel", onclick: () => relabel("relabel") }, "Relabel"),
           h("button", { type: "button", onclick: () => relabel("accept") }, "Accept label"),
