@@ -7,6 +7,7 @@ prediction thread half-initialised: from then on most requests failed with a 500
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import shutil
@@ -36,32 +37,44 @@ def _multipart(data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("abuse") / "ws"
-    shutil.copytree(shared, root)
+@contextlib.contextmanager
+def pixelmine_serve(root):
+    """``pixelmine serve`` on ``root`` as its own process on a free loopback port; yields the port and stops
+    the process (SIGINT, then SIGKILL) however the block ends."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "pixelmine", "serve", "-w", str(root), "--port", str(port),
                              "--backbone", "tiny_test", "--body-timeout", str(STALL_S), "--quiet"],
                             env={**os.environ, "PIXELMINE_TOKEN": TOKEN}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"pixelmine serve exited: {proc.stderr.read()}")
-            time.sleep(0.2)
-    yield port
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"pixelmine serve exited: {proc.stderr.read()}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError("pixelmine serve did not start in 60 s") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
+    root = tmp_path_factory.mktemp("abuse") / "ws"
+    shutil.copytree(shared, root)
+    with pixelmine_serve(root) as port:
+        yield port
 
 
 def _hostile_upload(port: int) -> int | None:
@@ -256,19 +269,8 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
     new_images = root.parent / "new-images"
     for k in range(60):
         save(photo(500 + k, (64, 48)), new_images / "d" / f"new_{k:03d}.jpg")
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "pixelmine", "serve", "-w", str(root), "--port", str(port),
-                               "--backbone", "tiny_test", "--quiet"], env={**os.environ, "PIXELMINE_TOKEN": TOKEN},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status, data = _request(port, "GET", "/images?limit=1")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "pixelmine serve did not start"
-                time.sleep(0.2)
+    with pixelmine_serve(root) as port:
+        status, data = _request(port, "GET", "/images?limit=1")
         before = json.loads(data)["total"]
         statuses: list[int] = []
         writing = threading.Event()
@@ -296,10 +298,3 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
         query, query_type = _multipart((new_images / "d" / "new_007.jpg").read_bytes())
         status, found = _request(port, "POST", "/similar?k=1", body=query, headers={"Content-Type": query_type})
         assert status == 200 and json.loads(found)["neighbors"][0]["similarity"] > 0.999  # the new image itself
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
