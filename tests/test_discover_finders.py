@@ -25,20 +25,32 @@ def _clusters(n: int = 300, dim: int = 24, k: int = 3, separation: float = 5.0, 
 
 
 # -- grouping ----------------------------------------------------------------------------------------
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(1, 30).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=40))))
-def test_groups_are_the_connected_components(case):
-    n, pairs = case
-    groups = duplicates.connected_groups(n, np.array(pairs, dtype=np.int64).reshape(-1, 2))
-    # reference: reachability by repeated relaxation
-    reach = np.eye(n, dtype=bool)
-    for a, b in pairs:
-        reach[a, b] = reach[b, a] = True
-    for _ in range(n):
-        reach = reach | (reach.astype(np.int32) @ reach.astype(np.int32) > 0)
-    same = groups[:, None] == groups[None, :]
-    assert (same == reach).all()  # symmetric and transitive, exactly the components
+    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] != p[1]),
+                         max_size=60), st.permutations(list(range(n))))))
+def test_groups_never_chain_and_every_member_is_a_copy_of_its_keeper(case):
+    n, pairs, preference = case
+    a = np.array([p[0] for p in pairs], dtype=np.int64)
+    b = np.array([p[1] for p in pairs], dtype=np.int64)
+    groups = duplicates.star_groups(n, a, b, np.array(preference))
+    linked = {frozenset(p) for p in pairs}
+    seen = set()
+    rank = {row: k for k, row in enumerate(preference)}
+    for keeper, members in groups:
+        assert keeper in members and len(members) >= 2
+        assert not seen & set(members)  # each image in one group at most
+        seen |= set(members)
+        assert all(frozenset((keeper, m)) in linked for m in members if m != keeper)  # no copy of a copy
+        assert all(rank[keeper] < rank[m] for m in members if m != keeper)  # the best image of the group keeps
+    assert all(x in seen or y in seen for x, y in pairs)  # no link left with both images ungrouped
+
+
+def test_a_chain_of_look_alikes_is_not_one_group():
+    # 0-1-2-3-4-5: each image like the next, none like the one after; union-find would make one group of 6
+    a, b = np.arange(5), np.arange(1, 6)
+    groups = duplicates.star_groups(6, a, b, np.arange(6))
+    assert [sorted(m) for _, m in groups] == [[0, 1], [2, 3], [4, 5]]
 
 
 @settings(max_examples=25, deadline=None)
@@ -113,7 +125,7 @@ def test_planted_near_duplicates_found_with_keeper_and_flags():
     assert by_id[ids[20]].details["keeper"] == by_id[ids[151]].details["keeper"]
 
 
-def test_keeper_prefers_resolution_then_sharpness_then_label():
+def test_keeper_prefers_resolution_then_encoding_then_label_then_seen_first():
     x = np.random.default_rng(2).standard_normal((40, 6)).astype(np.float32)
     x[1] = x[0]
     x[2] = x[0]
@@ -122,9 +134,18 @@ def test_keeper_prefers_resolution_then_sharpness_then_label():
     kwargs = dict(neighbours=nearest_neighbours(z, 3, normalised=True), normalised=z, cosine=0.999)
     same = dict(widths=[10] * 40, heights=[10] * 40)
     pick = lambda found: found[0].details["keeper"]  # noqa: E731
-    assert pick(duplicates.find_near_duplicates(ids, widths=[10, 10, 20] + [10] * 37, heights=[10] * 40, **kwargs)) == ids[2]
-    assert pick(duplicates.find_near_duplicates(ids, sharpness=[1.0, 3.0, 2.0] + [1.0] * 37, **same, **kwargs)) == ids[1]
+    chosen = duplicates.find_near_duplicates(ids, widths=[10, 10, 20] + [10] * 37, heights=[10] * 40, **kwargs)
+    assert pick(chosen) == ids[2] and chosen[0].details["keeper_because"] == "the largest resolution, 20x10"
+    chosen = duplicates.find_near_duplicates(ids, encoding_quality=[30.0, 90.0, 75.0] + [90.0] * 37, **same, **kwargs)
+    assert pick(chosen) == ids[1] and "JPEG quality 90" in chosen[0].details["keeper_because"]
+    assert pick(duplicates.find_near_duplicates(ids, encoding_quality=[90.0, 101.0, 90.0] + [None] * 37,
+                                                **same, **kwargs)) == ids[1]  # lossless wins
     assert pick(duplicates.find_near_duplicates(ids, labels=[None, None, "a"] + [None] * 37, **same, **kwargs)) == ids[2]
+    seen = [f"2026-01-0{k % 9 + 1}" for k in range(40)]
+    seen[:3] = ["2026-02-01", "2026-01-15", "2026-03-01"]
+    assert pick(duplicates.find_near_duplicates(ids, seen=seen, **same, **kwargs)) == ids[1]
+    # bytes per pixel only break a tie: the same picture stored with more detail
+    assert pick(duplicates.find_near_duplicates(ids, file_sizes=[100, 100, 300] + [100] * 37, **same, **kwargs)) == ids[2]
     plain = duplicates.find_near_duplicates(ids, **same, **kwargs)
     assert pick(plain) == ids[0]
     assert [(f.image_id, f.is_issue, f.score >= 0.5) for f in plain] == [

@@ -103,7 +103,8 @@ def test_quality_bad_input():
 def test_view_hashes_link_flipped_and_cropped_copies(tmp_path):
     from PIL import ImageOps
 
-    from pixelmine.discover import duplicates
+    from pixelmine.discover import copy_links, duplicates
+    from pixelmine.discover.views import view_lows
 
     originals = [textured(200 + k, size=(200, 160)) for k in range(12)]
     copies = [ImageOps.mirror(originals[0]), originals[1].crop((20, 8, 180, 136)),
@@ -111,12 +112,18 @@ def test_view_hashes_link_flipped_and_cropped_copies(tmp_path):
     images = originals + copies
     data = [pixel_stats._measure(image) for image in images]
     views = np.array([d[1] for d in data])
-    pairs = {tuple(p) for p in duplicates.view_pairs(views, np.ones(len(images), dtype=bool)).tolist()}
-    assert {(0, 12), (1, 13), (2, 14)} <= pairs
-    assert all(b >= 12 and a == b - 12 for a, b in pairs), pairs  # no unrelated pair
-    found = duplicates.find_near_duplicates([f"i{k:02d}" for k in range(len(images))], view_hashes=views)
+    coefficients = np.array([d[2] for d in data])
+
+    def crop_views(rows, which):
+        return np.array([view_lows(pixel_stats._grey(images[r])[1])[v].ravel()[1:] for r, v in zip(rows, which)])
+
+    links = copy_links.copy_links(len(images), coefficients=coefficients, views=views, view_coefficients=crop_views)
+    pairs = {(int(a), int(b)): m for a, b, m in zip(links.a, links.b, links.match)}
+    assert pairs == {(0, 12): "mirror", (1, 13): "crop", (2, 14): "crop"}  # and no unrelated pair
+    found = duplicates.find_near_duplicates([f"i{k:02d}" for k in range(len(images))], view_hashes=views,
+                                            coefficients=coefficients, view_coefficients=crop_views)
     mirrored = {f.image_id: f for f in found}["i12"]
-    assert mirrored.details["closest_view_bits"] <= 2 and mirrored.score <= 2 / 64
+    assert mirrored.details["match"] == "mirror" and mirrored.details["agreement"] > 0.999 and mirrored.score < 0.001
 
 
 def test_process_pool_gives_the_same_numbers(collection, tmp_path):

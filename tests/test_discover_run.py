@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from click.testing import CliRunner
 from learnkit import BACKBONE, FINGERPRINT, image_folders
 
@@ -21,19 +22,21 @@ FINDERS = ["quality", "duplicates", "outliers", "label_issues", "classes"]
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """60 images in 3 classes with features that plant a near-duplicate pair, an outlier and 3 label flips."""
+    """61 images in 3 classes: an exact and a near-duplicate copy, and features that plant an outlier and 3 label flips."""
     tmp = tmp_path_factory.mktemp("discover")
     source = image_folders(tmp / "images", {"a": 20, "b": 20, "c": 20})
     (source / "a" / "a_copy.jpg").write_bytes((source / "a" / "a_0000.jpg").read_bytes())  # exact duplicate
+    with Image.open(source / "b" / "b_0003.jpg") as original:  # a near-duplicate: a larger re-encoded copy
+        original.convert("RGB").resize((80, 64), Image.Resampling.BICUBIC).save(source / "b" / "b_big.jpg", quality=60)
     ws = pixelmine.open_workspace(tmp / "ws")
     ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
     rows = ws.images(status="ok")
     ids, labels = [r["id"] for r in rows], [r["label"] for r in rows]
+    by_name = {r["path"].rsplit("/", 1)[-1]: r["id"] for r in rows}
     rng = np.random.default_rng(0)
     centres = {c: np.eye(16)[k] * 8 for k, c in enumerate("abc")}
     vectors = np.array([centres[label] + rng.standard_normal(16) for label in labels], dtype=np.float32)
-    truth = {"dup": (ids[1], ids[2]), "outlier": ids[3]}
-    vectors[2] = vectors[1] + 0.001
+    truth = {"dup": (by_name["b_0003.jpg"], by_name["b_big.jpg"]), "outlier": ids[3]}
     vectors[3] = rng.standard_normal(16) * 40
     flips = [r for r in range(10, 60, 17)][:3]
     truth["right_label"] = {}
@@ -54,13 +57,15 @@ def test_run_is_recorded_with_counts(planted):
     assert run["id"] == result.run_id and run["status"] == "completed"
     assert run["counts"] == result.counts
     assert set(result.counts) >= {"near_duplicate", "exact_duplicate", "outlier", "label_issue", "blurry", "rare_class"}
-    assert result.summary["images"] == 60 and result.summary["label_errors"]["labelled"] == 60
+    assert result.summary["images"] == 61 and result.summary["label_errors"]["labelled"] == 61
 
 
 def test_planted_truth_is_found(planted):
     ws, truth, _ = planted
-    near = {f.image_id for f in ws.findings("near_duplicate")}
-    assert set(truth["dup"]) <= near
+    near = {f.image_id: f for f in ws.findings("near_duplicate")}
+    assert set(near) == set(truth["dup"])  # the pixels are copies; no other pair of these 61 images is
+    assert near[truth["dup"][0]].details["keeper"] == truth["dup"][1]  # the larger copy
+    assert near[truth["dup"][0]].details["keeper_because"].startswith("the largest resolution")
     assert ws.findings("outlier")[0].image_id == truth["outlier"]
     ranked = ws.findings("label_issue")
     assert truth["flips"] <= {f.image_id for f in ranked[:4]}  # the planted outlier's label is doubtful too

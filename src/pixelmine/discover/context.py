@@ -31,6 +31,8 @@ class DiscoverContext:
     widths: list[int | None]
     heights: list[int | None]
     paths: list[str]
+    sizes: list[int | None]  # file sizes, bytes
+    seen: list[tuple]  # (first seen, path): the order images came into the catalog
     features: object  # the FeatureSet the run reads (its fingerprint identifies the run's input)
     normalised: np.ndarray  # (N, D) L2-normalised features, row order of ids
     raw: np.ndarray  # (N, D) features as extracted
@@ -100,7 +102,8 @@ def build_context(catalog, root, features, *, trained=None, workers: int = 2, pr
     return DiscoverContext(
         catalog=catalog, root=Path(root), backbone=backbone, ids=[r["id"] for r in kept], labels=[r["label"] for r in kept],
         splits=[r["split"] for r in kept], phashes=[r["phash"] for r in kept], widths=[r["width"] for r in kept],
-        heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], features=features,
+        heights=[r["height"] for r in kept], paths=[r["path"] for r in kept], sizes=[r["size"] for r in kept],
+        seen=[(r["first_seen"], r["path"]) for r in kept], features=features,
         normalised=normalise(raw), raw=raw,
         trained=trained, workers=workers, progress=progress, without_features=without, ignored=ignored,
         accepted={i for i, c in latest_corrections(catalog).items() if c["action"] == "accept"})

@@ -1,20 +1,20 @@
 """Duplicates: exact (the same bytes under several paths) and near (a resized, re-encoded, cropped, flipped
-or brightened copy).
+or re-lit copy).
 
-Two images are *linked* when any of three tests says so:
-- **pHash**: their 64-bit perceptual hashes (from ingest) differ in <= ``phash_bits`` bits — catches resized,
-  re-encoded and re-lit copies; all such pairs are found exactly by multi-index hashing;
-- **views**: one image's hash is within ``view_bits`` of a *view* hash of the other (its mirror image, or an
-  80 % crop window and its mirror; :mod:`.pixel_stats`) — catches flipped and cropped copies;
-- **features**: cosine >= ``cosine`` between their L2-normalised features, among each image's nearest
-  neighbours, and (ratio test) at most ``ratio`` times the distance to its 10th neighbour — catches copies
-  that changed pixels more than hashes tolerate, while in a collection where every image looks alike
-  (textile photos sit at cosine 0.98 of each other) ordinary neighbours are not mistaken for copies.
-Links are grouped into connected components (union-find), so a group is closed under "is a near-duplicate
-of", and symmetric by construction. Each group gets a suggested keeper: the largest resolution, then the
-sharpest, then a labelled one, then the smallest id (so the choice is stable). Redundant copies are issues;
-every member is an issue when the group straddles train/test splits or carries conflicting labels, because
-then the copies leak between splits or contradict each other.
+Which pairs are copies is :mod:`.copy_links`' job: candidates from perceptual hashes, low-frequency
+coefficients, crop views and features, each accepted only when the pixels agree, calibrated against how
+crowded the collection is. This module turns those links into groups and findings:
+
+- **No chaining.** Images are taken in the order of the keeper preference below; the best image not yet in a
+  group founds one with every image directly linked to it that is not in a group yet. So every member is a
+  copy of its keeper itself — never a copy of a copy of a copy — and the work is linear in the links.
+- **The suggested keeper is the best copy**: the largest resolution, then the best encoding (a lossless file
+  over any JPEG; between JPEGs the quality their quantisation tables were made for), then a labelled file,
+  then the one seen first, then more bytes per pixel. Sharpness is *not* a criterion: the Laplacian rewards
+  JPEG blocking and contrast, so it would keep a q30 re-encode over its q90 original.
+
+Redundant copies are issues; every member is an issue when the group straddles train/test splits or carries
+conflicting labels, because then the copies leak between splits or contradict each other.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError
+from . import copy_links
+from .copy_links import PHASH_BITS, hamming, phash_codes, phash_pairs  # noqa: F401 - the finder's public names
 from .findings import Finding
 from .neighbors import Neighbours
 
 NEAR_DUPLICATE_COSINE = 0.95  # feature cosine a copy must reach (benchmarks/discover.py)
 NEAR_DUPLICATE_RATIO = 0.3  # ... and its distance at most this share of the distance to the 10th neighbour
-PHASH_BITS = 8  # Hamming distance (of 64 bits) at or below which two pHashes are the same picture
-VIEW_BITS = 8  # the same, between an image's hash and a mirrored/cropped view of another
 MAX_MEMBERS_LISTED = 20  # member ids written into each finding's details
 
 KINDS = {  # kind -> (what it means, what to do); the finder table (finders.py) collects these
@@ -40,147 +40,6 @@ KINDS = {  # kind -> (what it means, what to do); the finder table (finders.py) 
                        "keep the suggested keeper of the group and drop the rest; never let a group straddle train "
                        "and test"),
 }
-
-
-class UnionFind:
-    """Disjoint sets over 0..n-1 with path halving and union by size."""
-
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
-        self.size = np.ones(n, dtype=np.int64)
-
-    def find(self, a: int) -> int:
-        parent = self.parent
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = int(parent[a])
-        return int(a)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-
-    def groups(self) -> np.ndarray:
-        """A component number per item, numbered 0.. in order of each component's first item."""
-        roots = np.fromiter((self.find(i) for i in range(len(self.parent))), dtype=np.int64, count=len(self.parent))
-        _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
-        order = np.argsort(np.argsort(first))
-        return order[inverse].astype(np.int64)
-
-
-def connected_groups(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Group number per item from undirected pairs (P, 2); items in no pair are alone in their group."""
-    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if len(pairs) and (pairs.min() < 0 or pairs.max() >= n):
-        raise InputError(f"pair indices must be in 0..{n - 1}; got values {pairs.min()}..{pairs.max()}")
-    uf = UnionFind(n)
-    for a, b in pairs.tolist():
-        uf.union(a, b)
-    return uf.groups()
-
-
-# -- perceptual hashes -------------------------------------------------------------------------------
-def phash_codes(hashes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(uint64 codes, valid mask) from 16-hex-digit pHashes; missing or malformed hashes are invalid."""
-    codes = np.zeros(len(hashes), dtype=np.uint64)
-    valid = np.zeros(len(hashes), dtype=bool)
-    for row, value in enumerate(hashes):
-        if value and len(value) == 16:
-            try:
-                codes[row] = np.uint64(int(value, 16))
-                valid[row] = True
-            except ValueError:
-                pass
-    return codes, valid
-
-
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Bitwise Hamming distance between uint64 arrays (element-wise)."""
-    x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1).astype(np.int64)
-
-
-def phash_pairs(codes: np.ndarray, valid: np.ndarray, max_bits: int = PHASH_BITS,
-                max_candidates: int = 50_000_000) -> np.ndarray:
-    """Every pair (i, j), i < j, of valid codes at Hamming distance <= ``max_bits``: exact, by the pigeonhole
-    principle (split 64 bits into max_bits + 1 chunks; a pair that close agrees on at least one chunk whole).
-
-    Returns (P, 2) int64. When the chunk buckets would yield more than ``max_candidates`` candidate pairs
-    (a collection of near-identical hashes, e.g. tiny grey thumbnails), only identical hashes are paired.
-    """
-    if not 0 <= max_bits < 64:
-        raise InputError(f"phash_bits must be in 0..63; got {max_bits!r}")
-    rows = np.flatnonzero(valid)
-    if len(rows) < 2:
-        return np.zeros((0, 2), np.int64)
-    values = codes[rows]
-    bounds = np.linspace(0, 64, max_bits + 2).astype(int)
-    keys_per_chunk = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        mask = np.uint64((1 << (hi - lo)) - 1)
-        keys_per_chunk.append((values >> np.uint64(lo)) & mask)
-    estimate = 0
-    for keys in keys_per_chunk:
-        _, counts = np.unique(keys, return_counts=True)
-        estimate += int((counts * (counts - 1) // 2).sum())
-    if estimate > max_candidates:
-        keys_per_chunk = [values]  # identical hashes only
-    found: list[np.ndarray] = []
-    for keys in keys_per_chunk:
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        stops = np.r_[starts[1:], len(order)]
-        for start, stop in zip(starts[stops - starts > 1], stops[stops - starts > 1]):
-            members = order[start:stop]
-            a, b = np.triu_indices(len(members), k=1)
-            found.append(np.stack([members[a], members[b]], axis=1))
-    if not found:
-        return np.zeros((0, 2), np.int64)
-    cand = np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
-    close = hamming(values[cand[:, 0]], values[cand[:, 1]]) <= max_bits
-    return rows[cand[close]].astype(np.int64)
-
-
-VIEW_CROP_LIMIT = 10_000  # images; above this only the mirror view is compared (cost grows as N^2 x views)
-VIEW_MIRROR_LIMIT = 50_000  # images; above this view hashes are not compared at all
-
-
-def view_pairs(views: np.ndarray, valid: np.ndarray, max_bits: int = VIEW_BITS) -> np.ndarray:
-    """Pairs (i, j), i < j, where the hash of one (column 0) is within ``max_bits`` of any view of the other.
-
-    ``views``: (N, V) uint64 view hashes (column 0: the image itself, column 1: its mirror). Exact: a faiss
-    binary range search of every image's own hash against all view hashes (N^2 x V popcounts, about 1.5 s
-    for 2,250 x 100 views). Above :data:`VIEW_CROP_LIMIT` images only the mirror view is compared, above
-    :data:`VIEW_MIRROR_LIMIT` none.
-    """
-    views = np.asarray(views, dtype=np.uint64)
-    rows = np.flatnonzero(valid)
-    if len(rows) < 2 or views.ndim != 2 or views.shape[1] < 2 or len(rows) > VIEW_MIRROR_LIMIT:
-        return np.zeros((0, 2), np.int64)
-    if len(rows) > VIEW_CROP_LIMIT:
-        views = views[:, :2]
-    from .neighbors import _faiss
-
-    faiss = _faiss()
-    v = views.shape[1]
-    database = np.ascontiguousarray(views[rows].reshape(-1)).view(np.uint8).reshape(-1, 8)
-    queries = np.ascontiguousarray(views[rows, 0]).view(np.uint8).reshape(-1, 8)
-    index = faiss.IndexBinaryFlat(64)
-    index.add(database)
-    lims, _, found = index.range_search(queries, int(max_bits) + 1)  # distances < radius
-    query_rows = np.repeat(np.arange(len(rows)), np.diff(lims.astype(np.int64)))
-    owners = found // v
-    keep = owners != query_rows
-    a, b = rows[query_rows[keep]], rows[owners[keep]]
-    if not len(a):
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.sort(np.stack([a, b], axis=1), axis=1), axis=0).astype(np.int64)
 
 
 # -- the finders -------------------------------------------------------------------------------------
@@ -204,106 +63,168 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
                          normalised: np.ndarray | None = None, phashes: Sequence[str | None] | None = None,
                          labels: Sequence[str | None] | None = None, splits: Sequence[str | None] | None = None,
                          widths: Sequence[int | None] | None = None, heights: Sequence[int | None] | None = None,
-                         sharpness: Sequence[float | None] | None = None, cosine: float = NEAR_DUPLICATE_COSINE,
-                         ratio: float | None = NEAR_DUPLICATE_RATIO, phash_bits: int | None = PHASH_BITS,
+                         encoding_quality: Sequence[float | None] | None = None,
+                         file_sizes: Sequence[int | None] | None = None, seen: Sequence | None = None,
                          view_hashes: np.ndarray | None = None, views_valid: np.ndarray | None = None,
-                         view_bits: int = VIEW_BITS) -> list[Finding]:
+                         coefficients: np.ndarray | None = None, view_coefficients=None,
+                         cosine: float = NEAR_DUPLICATE_COSINE, ratio: float | None = NEAR_DUPLICATE_RATIO,
+                         phash_bits: int | None = PHASH_BITS) -> list[Finding]:
     """Near-duplicate groups as findings, one per member of every group of two or more.
 
-    ``neighbours``/``normalised``: the shared k-NN graph and the L2-normalised features it was built from
-    (row order of ``ids``); ``view_hashes`` (N, V) with ``views_valid`` (N,): the view hashes of
-    :mod:`.pixel_stats`. Any source of links may be absent, not all. ``phash_bits=None`` turns the
-    perceptual-hash links off, ``ratio=None`` the ratio test.
+    Candidates: ``neighbours``/``normalised`` (the shared k-NN graph and the L2-normalised features it was
+    built from, row order of ``ids``), ``phashes`` (``phash_bits=None`` turns them off) and ``view_hashes``
+    (N, V). The second signal: ``coefficients`` (N, 63) of :mod:`.views` with ``views_valid`` (N,), and
+    ``view_coefficients(rows, views)`` for crop views; without coefficients every candidate is a link.
+    Keeper preference: ``widths``/``heights``, ``encoding_quality`` (:func:`.encoding.encoding_quality`),
+    ``labels``, ``seen`` (any sortable key, smaller = seen earlier) and ``file_sizes`` (bytes).
     """
     n = len(ids)
     if not 0.0 < cosine <= 1.0:
         raise InputError(f"cosine (near-duplicate similarity) must be in (0, 1]; got {cosine!r}")
-    if neighbours is None and (phashes is None or phash_bits is None) and view_hashes is None:
-        raise InputError("find_near_duplicates needs feature neighbours, perceptual hashes or view hashes; got neither")
+    if neighbours is None and (phashes is None or phash_bits is None) and view_hashes is None and coefficients is None:
+        raise InputError("find_near_duplicates needs feature neighbours, perceptual hashes, view hashes or "
+                         "coefficients; got neither")
     for name, values in (("neighbours", None if neighbours is None else neighbours.index), ("phashes", phashes),
                          ("labels", labels), ("splits", splits), ("widths", widths), ("heights", heights),
-                         ("sharpness", sharpness), ("normalised", normalised), ("view_hashes", view_hashes)):
+                         ("encoding_quality", encoding_quality), ("file_sizes", file_sizes), ("seen", seen),
+                         ("normalised", normalised), ("view_hashes", view_hashes), ("coefficients", coefficients)):
         if values is not None and len(values) != n:
             raise InputError(f"{name} has {len(values)} rows but there are {n} image ids; pass one per image")
-    pair_sets = []
-    if neighbours is not None:
-        pair_sets.append(neighbours.pairs(cosine, ratio))
-    codes = valid = None
-    if phashes is not None and phash_bits is not None:
-        codes, valid = phash_codes(phashes)
-        pair_sets.append(phash_pairs(codes, valid, phash_bits))
-    if view_hashes is not None:
-        valid_views = np.ones(n, dtype=bool) if views_valid is None else np.asarray(views_valid, dtype=bool)
-        pair_sets.append(view_pairs(view_hashes, valid_views, view_bits))
-    pairs = np.unique(np.concatenate(pair_sets), axis=0) if any(len(p) for p in pair_sets) else np.zeros((0, 2), np.int64)
-    if not len(pairs):
+    codes = phash_codes(phashes) if phashes is not None else None
+    feature_pairs = neighbours.pairs(cosine, ratio) if neighbours is not None else None
+    valid = None if views_valid is None else np.asarray(views_valid, dtype=bool)
+    if coefficients is None and view_hashes is not None:  # hashes only: link the mirror views, unverified
+        mirror = _mirror_pairs(np.asarray(view_hashes, dtype=np.uint64), valid, copy_links.VIEW_BITS)
+        feature_pairs = mirror if feature_pairs is None else np.concatenate([feature_pairs, mirror])
+    links = copy_links.copy_links(
+        n, coefficients=coefficients, coefficients_valid=valid, views=view_hashes,
+        view_coefficients=view_coefficients, phash_codes_valid=codes, phash_bits=phash_bits,
+        feature_pairs=feature_pairs)
+    if not len(links):
         return []
-    groups = connected_groups(n, pairs)
-    links: dict[int, list[tuple[int, int]]] = {}
-    for a, b in pairs.tolist():
-        links.setdefault(int(groups[a]), []).append((a, b))
-
-    area = np.array([(w or 0) * (h or 0) for w, h in zip(widths or [0] * n, heights or [0] * n)], dtype=np.float64)
-    sharp = np.array([np.nan if s is None else float(s) for s in (sharpness if sharpness is not None else [None] * n)])
-    sharp = np.where(np.isnan(sharp), -np.inf, sharp)
+    preference = _keeper_order(n, ids, widths, heights, encoding_quality, labels, seen, file_sizes)
+    groups = star_groups(n, links.a, links.b, preference)
+    quality = _as_float(encoding_quality, n)
     findings: list[Finding] = []
-    for group, group_links in sorted(links.items()):
-        members = sorted({m for pair in group_links for m in pair}, key=lambda r: ids[r])
-        keeper = min(members, key=lambda r: (-area[r], -sharp[r], 0 if labels is not None and labels[r] else 1, ids[r]))
+    by_pair = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(links.a.tolist(), links.b.tolist()))}
+    for keeper, members in groups:
+        members = sorted(members, key=lambda r: ids[r])
         group_labels = sorted({labels[r] for r in members if labels[r]}) if labels is not None else []
         group_splits = sorted({splits[r] for r in members if splits[r]}) if splits is not None else []
         straddles = len(group_splits) > 1
         conflicting = len(group_labels) > 1
         group_id = "g" + ids[members[0]][:12]
+        copies = [m for m in members if m != keeper]
+        why = _keeper_reason(keeper, copies, widths, heights, quality, labels)
         for row in members:
-            similarity = _closest(row, members, normalised, codes, valid, view_hashes, views_valid)
             is_keeper = row == keeper
+            mates = copies if is_keeper else [keeper]
+            match = [_describe(by_pair[(min(row, m), max(row, m))], links, normalised, row, m) for m in mates]
+            best = max(match, key=lambda d: d["agreement"])
             reasons = []
             if not is_keeper:
-                reasons.append(f"a near-copy of {ids[keeper][:12]} (the suggested keeper)")
+                reasons.append(f"a {best['match']} copy of {ids[keeper][:12]} (the suggested keeper: {why})")
             if straddles:
                 reasons.append(f"the group straddles splits {', '.join(group_splits)}")
             if conflicting:
                 reasons.append(f"the group carries conflicting labels {', '.join(group_labels)}")
             details = {
                 "group": group_id, "group_size": len(members), "keeper": ids[keeper], "is_keeper": is_keeper,
-                "members": [ids[m] for m in members[:MAX_MEMBERS_LISTED]],
-                "closest_cosine": similarity["cosine"], "closest_phash_bits": similarity["phash_bits"],
-                "closest_view_bits": similarity["view_bits"],
+                "keeper_because": why, "members": [ids[m] for m in members[:MAX_MEMBERS_LISTED]],
+                "match": best["match"], "agreement": best["pixel_correlation"],
+                "closest_cosine": best["cosine"], "closest_phash_bits": best["phash_bits"],
                 "straddles_splits": straddles, "splits": group_splits,
                 "conflicting_labels": conflicting, "labels": group_labels,
                 "reason": "; ".join(reasons) or "the suggested keeper of its group",
             }
             issue = (not is_keeper) or straddles or conflicting
+            score = float(np.clip(1.0 - best["agreement"], 0.0, 1.0))
             # a keeper with nothing wrong scores >= 0.5, as every image that is not an issue does
-            score = similarity["score"] if issue else max(similarity["score"], 0.5)
-            findings.append(Finding(ids[row], "near_duplicate", score, issue, details))
+            findings.append(Finding(ids[row], "near_duplicate", score if issue else max(score, 0.5), issue, details))
     return findings
 
 
-def _closest(row: int, members: list[int], normalised, codes, valid, views=None, views_valid=None) -> dict:
-    """Similarity of ``row`` to its most similar group member, and the score (1 - that similarity): the
-    best of feature cosine, 1 - pHash bits / 64, and 1 - view-hash bits / 64 (either direction)."""
-    others = [m for m in members if m != row]
-    best_cos = best_bits = None
-    strength = 0.0
-    if normalised is not None:
-        cos = normalised[others] @ normalised[row]
-        best_cos = float(np.clip(cos.max(), -1.0, 1.0))
-        strength = max(strength, best_cos)
-    if codes is not None and valid[row]:
-        mates = [m for m in others if valid[m]]
-        if mates:
-            best_bits = int(hamming(np.full(len(mates), codes[row]), codes[mates]).min())
-            strength = max(strength, 1.0 - best_bits / 64.0)
-    best_view = None
-    if views is not None and (views_valid is None or views_valid[row]):
-        mates = [m for m in others if views_valid is None or views_valid[m]]
-        if mates:
-            views = np.asarray(views, dtype=np.uint64)
-            mine = hamming(np.full(len(mates) * views.shape[1], views[row, 0]), views[mates].reshape(-1))
-            theirs = hamming(np.repeat(views[mates, 0], views.shape[1]), np.tile(views[row], len(mates)))
-            best_view = int(min(mine.min(), theirs.min()))
-            strength = max(strength, 1.0 - best_view / 64.0)
-    return {"cosine": None if best_cos is None else round(best_cos, 4), "phash_bits": best_bits,
-            "view_bits": best_view, "score": float(np.clip(1.0 - strength, 0.0, 1.0))}
+def star_groups(n: int, a: np.ndarray, b: np.ndarray, preference: np.ndarray) -> list[tuple[int, list[int]]]:
+    """(keeper, members) of every group of two or more: in ``preference`` order (row numbers, best first),
+    each image not yet grouped founds a group with its direct partners not yet grouped. Linear in the links."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n):
+        raise InputError(f"link row numbers must be in 0..{n - 1}")
+    partners: dict[int, list[int]] = {}
+    for x, y in zip(a.tolist(), b.tolist()):
+        partners.setdefault(x, []).append(y)
+        partners.setdefault(y, []).append(x)
+    grouped = np.zeros(n, dtype=bool)
+    groups = []
+    for row in np.asarray(preference, dtype=np.int64).tolist():
+        if grouped[row] or row not in partners:
+            continue
+        free = sorted({m for m in partners[row] if not grouped[m]})
+        if not free:
+            continue
+        grouped[row] = True
+        grouped[free] = True
+        groups.append((row, [row] + free))
+    return groups
+
+
+def _as_float(values, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _keeper_order(n, ids, widths, heights, quality, labels, seen, sizes) -> np.ndarray:
+    """Row numbers, the best keeper first (see the module docstring)."""
+    area = np.array([(w or 0) * (h or 0) for w, h in zip(widths or [0] * n, heights or [0] * n)], dtype=np.float64)
+    encoding = _as_float(quality, n)
+    encoding = np.where(np.isnan(encoding), -1.0, encoding)
+    labelled = np.array([0 if labels is not None and labels[r] else 1 for r in range(n)])
+    seen_rank = np.zeros(n, np.int64) if seen is None else np.argsort(np.argsort(
+        np.array([str(s) if s is not None else "\uffff" for s in seen], dtype=object), kind="stable"), kind="stable")
+    size = _as_float(sizes, n)
+    density = np.where(area > 0, np.nan_to_num(size, nan=0.0) / np.maximum(area, 1.0), 0.0)
+    id_rank = np.argsort(np.argsort(np.asarray(ids, dtype=object), kind="stable"), kind="stable")
+    return np.lexsort((id_rank, -density, seen_rank, labelled, -encoding, -area))
+
+
+def _keeper_reason(keeper, copies, widths, heights, quality, labels) -> str:
+    """Why the keeper won over its copies, in words: the first criterion that told them apart."""
+    def area(r):
+        return (widths[r] or 0) * (heights[r] or 0) if widths is not None and heights is not None else 0
+    if any(area(keeper) > area(c) for c in copies):
+        return f"the largest resolution, {widths[keeper]}x{heights[keeper]}"
+    if any(quality[keeper] > quality[c] or (np.isfinite(quality[keeper]) and not np.isfinite(quality[c]))
+           for c in copies):
+        return ("a lossless file" if quality[keeper] > 100 else
+                f"the best encoding, JPEG quality {quality[keeper]:.0f} (copies: "
+                f"{', '.join('?' if not np.isfinite(quality[c]) else f'{quality[c]:.0f}' for c in copies[:5])})")
+    if labels is not None and labels[keeper] and any(not labels[c] for c in copies):
+        return "the labelled copy"
+    return "as large and as well encoded as its copies, and seen first"
+
+
+def _describe(link: int, links, normalised, row: int, mate: int) -> dict:
+    residual = float(links.residual[link])
+    cos = None if normalised is None else float(np.clip(normalised[row] @ normalised[mate], -1.0, 1.0))
+    bits = int(links.bits[link])
+    if np.isfinite(residual):
+        agreement = 1.0 - residual
+    else:  # unverified (no coefficients): the strongest signal there is
+        agreement = max(cos if cos is not None else 0.0, 1.0 - bits / 64.0 if bits >= 0 else 0.0)
+    return {"match": str(links.match[link]), "agreement": agreement,
+            "pixel_correlation": None if not np.isfinite(residual) else round(1.0 - residual, 5),
+            "cosine": None if cos is None else round(cos, 4), "phash_bits": bits if bits >= 0 else None}
+
+
+def _mirror_pairs(views: np.ndarray, valid: np.ndarray | None, max_bits: int) -> np.ndarray:
+    """Pairs whose own hash is within ``max_bits`` of the other's mirror-view hash (exact, multi-index)."""
+    n = len(views)
+    ok = np.ones(n, bool) if valid is None else valid
+    codes = np.concatenate([views[:, 0], views[:, 1]])
+    pairs = phash_pairs(codes, np.concatenate([ok, ok]), max_bits)
+    a, b = pairs[:, 0] % n, pairs[:, 1] % n
+    keep = (a != b) & ((pairs[:, 0] < n) != (pairs[:, 1] < n))
+    return np.unique(np.sort(np.stack([a[keep], b[keep]], axis=1), axis=1), axis=0) if keep.any() \
+        else np.zeros((0, 2), np.int64)

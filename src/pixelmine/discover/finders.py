@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError, NotFittedError
 from . import classes as class_finders
-from . import clusters, duplicates, label_issues, outliers, quality
+from . import clusters, duplicates, label_issues, outliers, pixel_stats, quality
 from .context import DiscoverContext
 from .findings import Finding
 from .neighbors import nearest_neighbours
@@ -42,10 +42,16 @@ def _duplicates(ctx: DiscoverContext) -> list[Finding]:
     pixels = ctx.pixels  # decode (process pool) before faiss starts its threads in this process
     status = ctx.catalog.summary()
     found = duplicates.exact_duplicate_findings(status["exact_duplicates"], status["label_conflicts"])
+    paths = ctx.paths
+
+    def crop_views(rows, views):
+        return pixel_stats.view_coefficients_of([paths[r] for r in rows], views, workers=ctx.workers)
+
     found += duplicates.find_near_duplicates(
         ctx.ids, neighbours=ctx.neighbours, normalised=ctx.normalised, phashes=ctx.phashes, labels=ctx.labels,
-        splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, sharpness=ctx.sharpness(),
-        view_hashes=pixels.views, views_valid=pixels.decoded)
+        splits=ctx.splits, widths=ctx.widths, heights=ctx.heights, encoding_quality=pixels.encoding,
+        file_sizes=ctx.sizes, seen=ctx.seen, view_hashes=pixels.views, views_valid=pixels.decoded,
+        coefficients=pixels.coefficients, view_coefficients=crop_views)
     groups = {f.details["group"] for f in found if f.kind == "near_duplicate"}
     ctx.summary["near_duplicate_groups"] = len(groups)
     return found
