@@ -350,13 +350,13 @@ def bench_fashion_copies(workdir: Path, planted: int = 1000) -> None:
     t_ingest = time.perf_counter() - t0
     rng = np.random.default_rng(SEED)
     pairs = []
-    for k, row in enumerate(rng.choice(len(images), size=planted, replace=False)):
+    for k, source in enumerate(rng.choice(len(images), size=planted, replace=False)):
         kind = TRANSFORMS[k % len(TRANSFORMS)]
-        image, params = variant(Image.fromarray(images[row]), kind, k)
-        target = originals[row].parent / f"copy_{k:04d}_{kind}.{'jpg' if 'quality' in params else 'png'}"
+        image, params = variant(Image.fromarray(images[source]), kind, k)
+        target = originals[source].parent / f"copy_{k:04d}_{kind}.{'jpg' if 'quality' in params else 'png'}"
         if not target.exists():
             image.save(target, **params)
-        pairs.append((str(originals[row]), str(target), kind))
+        pairs.append((str(originals[source]), str(target), kind))
     t1 = time.perf_counter()
     ws.ingest(str(data), labels_from_folders=True, progress=False)
     t_ingest += time.perf_counter() - t1

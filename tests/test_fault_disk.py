@@ -95,19 +95,22 @@ def test_extract_onto_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, imag
         assert statuses[0] == "completed" and set(statuses[1:]) <= {"failed", "interrupted"}
 
 
-def _reference(tmp_path, images) -> np.ndarray:
-    ws = pixelmine.open_workspace(tmp_path / "reference")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, images):
+    """An uninterrupted ingest and extract: (workspace, {image id: feature vector})."""
+    ws = pixelmine.open_workspace(tmp_path_factory.mktemp("reference") / "ws")
     ws.ingest(images, labels_from_folders=True, progress=False, workers=1)
     features = ws.extract("tiny_test", progress=False).features()
-    return {i: np.asarray(features.vectors[r]) for r, i in enumerate(features.ids)}
+    yield ws, {i: np.asarray(features.vectors[r]) for r, i in enumerate(features.ids)}
+    ws.close()
 
 
-@pytest.mark.parametrize("failing_write", [1, 2, 4])
+@pytest.mark.parametrize("failing_write", range(1, 11))  # ten points of the 15 shard writes
 def test_enospc_at_a_shard_write_keeps_earlier_shards_and_resumes_identically(tmp_path, images, monkeypatch,
-                                                                               failing_write):
+                                                                               failing_write, reference):
     import pixelmine.features.store as store
 
-    reference = _reference(tmp_path, images)
+    reference = reference[1]
     ws = pixelmine.open_workspace(tmp_path / "ws")
     ws.ingest(images, labels_from_folders=True, progress=False, workers=1)
     real_savez, calls = store.np.savez, {"n": 0}
@@ -136,12 +139,12 @@ def test_enospc_at_a_shard_write_keeps_earlier_shards_and_resumes_identically(tm
         np.testing.assert_allclose(features.vectors[row], reference[image_id], rtol=1e-6)
 
 
-@pytest.mark.parametrize("failing_commit", [1, 2])
-def test_enospc_at_an_ingest_commit_loses_no_committed_row(tmp_path, images, monkeypatch, failing_commit):
+@pytest.mark.parametrize("failing_commit", range(1, 11))  # ten points of the 15 commits
+def test_enospc_at_an_ingest_commit_loses_no_committed_row(tmp_path, images, monkeypatch, failing_commit,
+                                                           reference):
     from pixelmine.catalog import Catalog
 
-    reference = pixelmine.open_workspace(tmp_path / "reference")
-    reference.ingest(images, labels_from_folders=True, progress=False, workers=1)
+    reference = reference[0]
     ws = pixelmine.open_workspace(tmp_path / "ws")
     real, calls = Catalog.write_records, {"n": 0, "committed": 0}
 
@@ -154,9 +157,10 @@ def test_enospc_at_an_ingest_commit_loses_no_committed_row(tmp_path, images, mon
         calls["committed"] += len(records)
 
     monkeypatch.setattr(Catalog, "write_records", write_records)
-    monkeypatch.setattr("pixelmine.ingest.runner.COMMIT_EVERY_FILES", 16)  # several commits in 120 files
+    monkeypatch.setattr("pixelmine.ingest.runner.COMMIT_EVERY_FILES", 8)  # 15 commits in 120 files, by count
+    monkeypatch.setattr("pixelmine.ingest.runner.COMMIT_EVERY_S", 1e9)
     with pytest.raises(StorageError, match=r"no space left on the disk to write '.*catalog\.sqlite'"):
-        ws.ingest(images, labels_from_folders=True, progress=False, workers=1)
+        ws.ingest(images, labels_from_folders=True, progress=False, workers=1, files_per_task=8)
     monkeypatch.setattr(Catalog, "write_records", real)
     assert integrity(ws.root) == [("ok",)]
     kept = ws.catalog.query("SELECT COUNT(*) FROM paths")[0][0]

@@ -64,10 +64,6 @@ class DiscoverContext:
                                        workers=self.workers, progress=self.progress)
         return self._pixels
 
-    def sharpness(self) -> list[float | None]:
-        column = self.pixels.stats[:, 1]
-        return [None if not np.isfinite(v) else float(v) for v in column]
-
 
 def require_images(catalog) -> None:
     """NotFittedError naming the command to run when nothing usable was ingested yet."""

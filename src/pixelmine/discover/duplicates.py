@@ -103,7 +103,7 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
     if not len(links):
         return []
     preference = _keeper_order(n, ids, widths, heights, encoding_quality, labels, seen, file_sizes)
-    groups = star_groups(n, links.a, links.b, preference)
+    groups = star_groups(n, links.a, links.b, preference, strength=-links.residual)
     quality = _as_float(encoding_quality, n)
     findings: list[Finding] = []
     by_pair = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(links.a.tolist(), links.b.tolist()))}
@@ -144,29 +144,45 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
     return findings
 
 
-def star_groups(n: int, a: np.ndarray, b: np.ndarray, preference: np.ndarray) -> list[tuple[int, list[int]]]:
+def star_groups(n: int, a: np.ndarray, b: np.ndarray, preference: np.ndarray,
+                strength: np.ndarray | None = None) -> list[tuple[int, list[int]]]:
     """(keeper, members) of every group of two or more: in ``preference`` order (row numbers, best first),
-    each image not yet grouped founds a group with its direct partners not yet grouped. Linear in the links."""
+    each image not yet grouped founds a group with its direct partners not yet grouped. Then every member
+    moves to the keeper it agrees with most (``strength`` per link, higher = more alike) among the keepers it is
+    linked to that rank above it: a copy that also looks like another original ends up with its own. Linear in
+    the links."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n):
         raise InputError(f"link row numbers must be in 0..{n - 1}")
-    partners: dict[int, list[int]] = {}
-    for x, y in zip(a.tolist(), b.tolist()):
-        partners.setdefault(x, []).append(y)
-        partners.setdefault(y, []).append(x)
-    grouped = np.zeros(n, dtype=bool)
-    groups = []
-    for row in np.asarray(preference, dtype=np.int64).tolist():
-        if grouped[row] or row not in partners:
+    strength = np.zeros(len(a)) if strength is None else np.nan_to_num(np.asarray(strength, np.float64), nan=0.0)
+    partners: dict[int, dict[int, float]] = {}
+    for x, y, s in zip(a.tolist(), b.tolist(), strength.tolist()):
+        partners.setdefault(x, {})[y] = s
+        partners.setdefault(y, {})[x] = s
+    preference = np.asarray(preference, dtype=np.int64)
+    rank = np.empty(n, np.int64)
+    rank[preference] = np.arange(len(preference))
+    keeper_of = np.full(n, -1, np.int64)
+    keepers = []
+    for row in preference.tolist():
+        if keeper_of[row] >= 0 or row not in partners:
             continue
-        free = sorted({m for m in partners[row] if not grouped[m]})
+        free = [m for m in partners[row] if keeper_of[m] < 0]
         if not free:
             continue
-        grouped[row] = True
-        grouped[free] = True
-        groups.append((row, [row] + free))
-    return groups
+        keeper_of[row] = row
+        keeper_of[free] = row
+        keepers.append(row)
+    is_keeper = np.zeros(n, bool)
+    is_keeper[keepers] = True
+    for row in np.flatnonzero((keeper_of >= 0) & ~is_keeper).tolist():
+        choices = [(s, -rank[k], k) for k, s in partners[row].items() if is_keeper[k] and rank[k] < rank[row]]
+        keeper_of[row] = max(choices)[2]
+    members: dict[int, list[int]] = {k: [k] for k in keepers}
+    for row in np.flatnonzero((keeper_of >= 0) & ~is_keeper).tolist():
+        members[int(keeper_of[row])].append(row)
+    return [(k, sorted(m)) for k, m in members.items() if len(m) >= 2]
 
 
 def _as_float(values, n: int) -> np.ndarray:
