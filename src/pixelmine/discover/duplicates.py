@@ -146,11 +146,11 @@ def find_near_duplicates(ids: Sequence[str], *, neighbours: Neighbours | None = 
 
 def star_groups(n: int, a: np.ndarray, b: np.ndarray, preference: np.ndarray,
                 strength: np.ndarray | None = None) -> list[tuple[int, list[int]]]:
-    """(keeper, members) of every group of two or more: in ``preference`` order (row numbers, best first),
-    each image not yet grouped founds a group with its direct partners not yet grouped. Then every member
-    moves to the keeper it agrees with most (``strength`` per link, higher = more alike) among the keepers it is
-    linked to that rank above it: a copy that also looks like another original ends up with its own. Linear in
-    the links."""
+    """(keeper, members) of every group of two or more. Images are taken in ``preference`` order (row numbers,
+    best first): one linked to a keeper already chosen joins the keeper it agrees with most (``strength`` per
+    link, higher = more alike), any other becomes a keeper itself. So every member is linked to its keeper
+    directly and ranks below it, a copy that also looks like another original joins its own, and the work is
+    linear in the links. Keepers nobody joined are dropped."""
     a = np.asarray(a, dtype=np.int64)
     b = np.asarray(b, dtype=np.int64)
     if len(a) and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= n):
@@ -163,25 +163,15 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, preference: np.ndarray,
     preference = np.asarray(preference, dtype=np.int64)
     rank = np.empty(n, np.int64)
     rank[preference] = np.arange(len(preference))
-    keeper_of = np.full(n, -1, np.int64)
-    keepers = []
+    members: dict[int, list[int]] = {}  # keeper -> its members, the keeper first
     for row in preference.tolist():
-        if keeper_of[row] >= 0 or row not in partners:
+        if row not in partners:
             continue
-        free = [m for m in partners[row] if keeper_of[m] < 0]
-        if not free:
-            continue
-        keeper_of[row] = row
-        keeper_of[free] = row
-        keepers.append(row)
-    is_keeper = np.zeros(n, bool)
-    is_keeper[keepers] = True
-    for row in np.flatnonzero((keeper_of >= 0) & ~is_keeper).tolist():
-        choices = [(s, -rank[k], k) for k, s in partners[row].items() if is_keeper[k] and rank[k] < rank[row]]
-        keeper_of[row] = max(choices)[2]
-    members: dict[int, list[int]] = {k: [k] for k in keepers}
-    for row in np.flatnonzero((keeper_of >= 0) & ~is_keeper).tolist():
-        members[int(keeper_of[row])].append(row)
+        keepers = [(s, -rank[k], k) for k, s in partners[row].items() if k in members]
+        if keepers:
+            members[max(keepers)[2]].append(row)
+        else:
+            members[row] = [row]
     return [(k, sorted(m)) for k, m in members.items() if len(m) >= 2]
 
 
