@@ -18,9 +18,9 @@ the images' own 10th nearest partner. The ratio is the calibration against the c
 image has look-alikes (28-pixel silhouettes, homogeneous textures), an ordinary neighbour sits close too, so
 only a pair far closer than the crowd counts as a copy.
 
-Measured on 71,000 Fashion-MNIST images with 1,000 planted copies (``benchmarks/discover.py --fashion``):
-copies correlate >= 0.996 (whole views) and >= 0.99 (80 % crops, median), unrelated pairs within 8 pHash
-bits at 0.95 (median); a copy's residual is below 0.15 of its 10th partner's in 95 % of pairs.
+Measured on Fashion-MNIST with 1,000 planted copies (``benchmarks/discover.py --fashion-copies``): copies
+correlate >= 0.996 (whole views; 99 % of them) and 0.9965 (80 % crops, median); unrelated pairs within 8 pHash
+bits correlate 0.95 (median); a whole copy's residual is below 0.15 of its 10th partner's in 95 % of pairs.
 """
 
 from __future__ import annotations
