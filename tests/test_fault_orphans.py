@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from faultkit import survivors
 from imagefactory import photo, save
 
 pytestmark = pytest.mark.fault
@@ -57,28 +58,11 @@ def _kill_when_workers_run(cmd: list[str], *, min_children: int = 1, timeout_s: 
     return sorted(seen)
 
 
-def _survivors(pids: list[int], within_s: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + within_s
-    while True:
-        alive = []
-        for pid in pids:
-            try:
-                process = psutil.Process(pid)
-                if process.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(f"{pid} {' '.join(process.cmdline())[:120]}")
-            except psutil.NoSuchProcess:
-                pass
-        if not alive or time.monotonic() > deadline:
-            for line in alive:  # never leave them behind, even when the test fails
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-            return alive
-
-
 def test_sigkilled_ingest_leaves_no_worker(tmp_path, collection):
     workspace = tmp_path / "ws"
     pids = _kill_when_workers_run(_cli("ingest", collection, "--labels-from-folders", "-w", workspace,
                                        "--workers", "2"), min_children=1)
-    assert _survivors(pids) == []
+    assert survivors(pids) == []
 
 
 def test_sigkilled_extract_leaves_no_worker_and_resumes(tmp_path, collection):
@@ -86,7 +70,7 @@ def test_sigkilled_extract_leaves_no_worker_and_resumes(tmp_path, collection):
     subprocess.run(_cli("ingest", collection, "--labels-from-folders", "-w", workspace), check=True)
     pids = _kill_when_workers_run(_cli("extract", "--backbone", "tiny_test", "--workers", "1", "-w", workspace),
                                   min_children=2)  # the forkserver and its decode worker
-    assert _survivors(pids) == []
+    assert survivors(pids) == []
     subprocess.run(_cli("extract", "--backbone", "tiny_test", "-w", workspace), check=True)
     reference = tmp_path / "reference"
     subprocess.run(_cli("ingest", collection, "--labels-from-folders", "-w", reference), check=True)
@@ -105,4 +89,4 @@ def test_sigkilled_discover_leaves_no_worker(tmp_path, collection):
     subprocess.run(_cli("extract", "--backbone", "tiny_test", "-w", workspace), check=True)
     pids = _kill_when_workers_run(_cli("discover", "--backbone", "tiny_test", "--workers", "2", "-w", workspace),
                                   min_children=2)  # the pixel-statistics pool
-    assert _survivors(pids) == []
+    assert survivors(pids) == []

@@ -290,7 +290,7 @@ def copy_links(n: int, *, coefficients: np.ndarray | None = None, coefficients_v
         if coefficients.ndim != 2 or len(coefficients) != n:
             raise InputError(f"coefficients must be one row per image, ({n}, 63); got shape {coefficients.shape}")
         ok = np.ones(n, bool) if coefficients_valid is None else np.asarray(coefficients_valid, dtype=bool)
-        partners, partner_residual, partner_mirrored = coefficient_partners(coefficients, ok)
+        partners, partner_residual, _ = coefficient_partners(coefficients, ok)
         reference = np.where(np.isfinite(partner_residual[:, -1]), partner_residual[:, -1], np.inf)
     pair_sets = []
     if phash_codes_valid is not None and phash_bits is not None:
