@@ -129,3 +129,18 @@ def test_cli_discover_includes_clusters(tmp_path, monkeypatch):
                                        "--workspace", str(ws.root), "--json"])
     assert result.exit_code == 0, result.output
     assert len(load_findings(ws.catalog, kind="cluster")) == len(ids)
+
+
+def test_a_cluster_of_whole_classes_is_a_broader_group_not_a_new_category():
+    from pixelmine.discover.clusters import describe
+
+    # cluster 0: all of "sandal" and "boot" (footwear); cluster 1: "shirt"; cluster 2: a few images of each
+    # class whose classes lie mostly elsewhere — the group the labels do not account for
+    labels = ["sandal"] * 40 + ["boot"] * 40 + ["shirt"] * 60 + ["sandal", "boot", "shirt"] * 5
+    assignments = np.array([0] * 80 + [1] * 60 + [2] * 15)
+    ids = [f"{k:064x}" for k in range(len(labels))]
+    x = np.random.default_rng(0).standard_normal((len(labels), 4))
+    found = {c.id: c for c in describe(ids, x, assignments, labels, None, None, None, ClusterConfig())}
+    assert found[0].dominant_label is None and not found[0].new_category
+    assert found[1].dominant_label == "shirt" and not found[1].new_category
+    assert found[2].new_category
