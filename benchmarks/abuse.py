@@ -30,17 +30,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from serve import TOKEN, multipart, prepare_workspace, split_demo, start_server  # noqa: E402
-
-
-def request(port: int, method: str, path: str, body=None, headers=None, timeout: float = 60):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+from servekit import request  # noqa: E402
 
 
 def hostile_upload(port: int) -> str:

@@ -278,13 +278,18 @@ def bench_demo(workdir: Path) -> None:
     print(row("  baseline: distance to the feature centroid", f"{auroc(centroid, positive):.3f}", "-", "-"))
 
     print()
-    t1 = time.perf_counter()
+    timed_discover(ws)
+    ws.close()
+
+
+def timed_discover(ws):
+    """The whole discover run, timed, with its per-finder timings and issue counts printed."""
+    started = time.perf_counter()
     result = ws.discover(progress=False)
-    elapsed = time.perf_counter() - t1
-    print(f"whole discover run on {result.summary['images']} images: {elapsed:.1f} s "
+    print(f"whole discover run on {result.summary['images']:,} images: {time.perf_counter() - started:.1f} s "
           f"(finders: {result.summary['timings_s']})")
     print("  issues: " + ", ".join(f"{k} {v['issues']}" for k, v in result.counts.items()))
-    ws.close()
+    return result
 
 
 # -- Fashion-MNIST scale ------------------------------------------------------------------------------
@@ -368,12 +373,7 @@ def bench_fashion_copies(workdir: Path, planted: int = 1000) -> None:
     print(f"Fashion-MNIST as files: {len(images):,} + {planted:,} planted copies; ingest {t_ingest:.0f} s, "
           f"MobileNetV2 features {t_extract:.0f} s (both resume: a second run skips them)")
     shutil.rmtree(ws_dir / "discover", ignore_errors=True)  # time pixel statistics too, not a cached copy
-    t1 = time.perf_counter()
-    result = ws.discover(progress=False)
-    elapsed = time.perf_counter() - t1
-    print(f"whole discover run on {result.summary['images']:,} images: {elapsed:.0f} s "
-          f"(finders: {result.summary['timings_s']})")
-    print("  issues: " + ", ".join(f"{k} {v['issues']}" for k, v in result.counts.items()))
+    timed_discover(ws)
     path_to_id = {f["path"]: f["image_id"] for f in ws.files() if f["image_id"]}
     truth = {tuple(sorted((path_to_id[a], path_to_id[b]))): kind for a, b, kind in pairs}
     near = ws.findings("near_duplicate")

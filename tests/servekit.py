@@ -5,6 +5,7 @@ features, a logistic-regression model, every finder, clusters and the 2-D map), 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import shutil
 import socket
 import threading
@@ -91,3 +92,14 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+def request(port: int, method: str, path: str, body=None, headers=None, timeout: float = 60):
+    """(status, body bytes) of one plain HTTP request to the loopback server on ``port``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 from imagefactory import encoded, photo
-from servekit import TOKEN, build_workspace, free_port
+from servekit import TOKEN, build_workspace, free_port, request
 
 pytestmark = pytest.mark.fault
 
@@ -141,27 +141,17 @@ def test_one_oversized_upload_does_not_break_predict_for_anyone(served):
     assert len(after) >= 20, f"only {len(after)} ordinary requests answered after the refused upload"
 
 
-def _request(port: int, method: str, path: str, body=None, headers=None, timeout: float = 30):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
 def test_hostile_bodies_are_4xx_never_5xx(served):
     port = served
     body, content_type = _multipart(encoded(photo(1, (64, 48)), "JPEG"))
     # a body without a length (chunked transfer encoding)
-    chunked = _request(port, "POST", "/predict", body=iter([body[:100], body[100:]]),
+    chunked = request(port, "POST", "/predict", body=iter([body[:100], body[100:]]),
                        headers={"Content-Type": content_type, "Transfer-Encoding": "chunked"})
     # malformed multipart: the boundary in the header is not the one in the body
-    malformed = _request(port, "POST", "/predict", body=body,
+    malformed = request(port, "POST", "/predict", body=body,
                          headers={"Content-Type": "multipart/form-data; boundary=not-the-one"})
     # truncated multipart: the closing boundary never comes
-    truncated = _request(port, "POST", "/predict", body=body[: len(body) // 2],
+    truncated = request(port, "POST", "/predict", body=body[: len(body) // 2],
                          headers={"Content-Type": content_type})
     # 200 uploads in one request
     boundary = uuid.uuid4().hex
@@ -169,12 +159,12 @@ def test_hostile_bodies_are_4xx_never_5xx(served):
     many = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{k}.jpg\"\r\n"
                     f"Content-Type: image/jpeg\r\n\r\n".encode() + part + b"\r\n" for k in range(200))
     many += f"--{boundary}--\r\n".encode()
-    lots = _request(port, "POST", "/predict", body=many,
+    lots = request(port, "POST", "/predict", body=many,
                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     statuses = {"chunked": chunked[0], "malformed": malformed[0], "truncated": truncated[0], "200 files": lots[0]}
     assert all(status < 500 for status in statuses.values()), statuses
     assert statuses["malformed"] >= 400 and statuses["truncated"] >= 400 and statuses["200 files"] >= 400
-    assert _request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200
+    assert request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200
 
 
 def test_a_trickling_client_does_not_hold_up_the_others(served):
@@ -204,7 +194,7 @@ def test_a_trickling_client_does_not_hold_up_the_others(served):
     slow.start()
     answered = []
     while not done.is_set():
-        answered.append(_request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0])
+        answered.append(request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0])
     slow.join(timeout=20)
     assert len(answered) >= 5 and set(answered) == {200}, answered
 
@@ -235,13 +225,13 @@ def test_concurrent_relabels_of_one_image_are_each_recorded_once(served):
 
     port = served
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    status, data = _request(port, "GET", "/images?limit=1")
+    status, data = request(port, "GET", "/images?limit=1")
     image_id = json.loads(data)["items"][0]["id"]
     labels = [f"label-{k}" for k in range(16)]
     results: list[int] = []
 
     def relabel(label: str) -> None:
-        results.append(_request(port, "POST", f"/labels/{image_id}",
+        results.append(request(port, "POST", f"/labels/{image_id}",
                                 body=json.dumps({"action": "relabel", "label": label}), headers=auth)[0])
 
     threads = [threading.Thread(target=relabel, args=(label,)) for label in labels]
@@ -250,7 +240,7 @@ def test_concurrent_relabels_of_one_image_are_each_recorded_once(served):
     for thread in threads:
         thread.join(timeout=60)
     assert results == [200] * 16
-    history = json.loads(_request(port, "GET", f"/labels?image_id={image_id}&limit=100")[1])
+    history = json.loads(request(port, "GET", f"/labels?image_id={image_id}&limit=100")[1])
     recorded = [row["new_label"] for row in (history if isinstance(history, list) else history["items"])
                 if row["new_label"] in labels]
     assert sorted(recorded) == sorted(labels)  # every relabel exactly once, none lost or doubled
@@ -270,7 +260,7 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
     for k in range(60):
         save(photo(500 + k, (64, 48)), new_images / "d" / f"new_{k:03d}.jpg")
     with pixelmine_serve(root) as port:
-        status, data = _request(port, "GET", "/images?limit=1")
+        status, data = request(port, "GET", "/images?limit=1")
         before = json.loads(data)["total"]
         statuses: list[int] = []
         writing = threading.Event()
@@ -281,9 +271,9 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
                 for method, path, payload, headers in (
                         ("GET", "/images?limit=48", None, {}),
                         ("POST", "/predict", body, {"Content-Type": content_type})):
-                    statuses.append(_request(port, method, path, body=payload, headers=headers)[0])
+                    statuses.append(request(port, method, path, body=payload, headers=headers)[0])
 
-        assert _request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200  # warm
+        assert request(port, "POST", "/predict", body=body, headers={"Content-Type": content_type})[0] == 200  # warm
         reader = threading.Thread(target=read_while_writing, daemon=True)
         reader.start()
         for args in (["ingest", new_images, "--labels-from-folders"], ["extract", "--backbone", "tiny_test"]):
@@ -293,8 +283,8 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
         writing.set()
         reader.join(timeout=60)
         assert len(statuses) >= 4 and set(statuses) == {200}, statuses
-        after = json.loads(_request(port, "GET", "/images?limit=1")[1])["total"]
+        after = json.loads(request(port, "GET", "/images?limit=1")[1])["total"]
         assert after == before + 60
         query, query_type = _multipart((new_images / "d" / "new_007.jpg").read_bytes())
-        status, found = _request(port, "POST", "/similar?k=1", body=query, headers={"Content-Type": query_type})
+        status, found = request(port, "POST", "/similar?k=1", body=query, headers={"Content-Type": query_type})
         assert status == 200 and json.loads(found)["neighbors"][0]["similarity"] > 0.999  # the new image itself
