@@ -35,6 +35,18 @@ def build_images(root: Path) -> Path:
     return root
 
 
+def shared_base(tmp_path_factory) -> Path:
+    """Where the session's one built workspace lives (``ws``) with its source images (``images``)."""
+    return tmp_path_factory.getbasetemp() / "serve-shared"
+
+
+def private_workspace(tmp_path_factory, name: str) -> Path:
+    """A copy of the session's built workspace that a test module may change freely."""
+    root = tmp_path_factory.mktemp(name) / "ws"
+    shutil.copytree(build_workspace(shared_base(tmp_path_factory)), root)
+    return root
+
+
 def build_workspace(base: Path) -> Path:
     """The pipeline's outputs in ``base/ws`` (built once per test session; later calls reuse it)."""
     ws_dir = base / "ws"

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from imagefactory import write
 from learnkit import image_folders
 from PIL import Image
-from servekit import BACKBONE, build_workspace
+from servekit import BACKBONE, private_workspace, shared_base
 
 import pixelmine
 from pixelmine import browse
@@ -28,11 +28,9 @@ def run(*args):
 def built(tmp_path_factory):
     """servekit's workspace (ingest, tiny_test features, a logreg model, every finder), copied so that the
     corrections written here stay here. The same base folder as test_serve_api: built once per session."""
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("show") / "ws"
-    shutil.copytree(shared, root)
+    root = private_workspace(tmp_path_factory, "show")
     ws = pixelmine.open_workspace(root)
-    yield ws, shared.parent / "images"
+    yield ws, shared_base(tmp_path_factory) / "images"
     ws.close()
 
 

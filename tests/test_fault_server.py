@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import uuid
 
 import pytest
 from imagefactory import encoded, photo
-from servekit import TOKEN, build_workspace, free_port, request
+from servekit import TOKEN, free_port, private_workspace, request
 
 pytestmark = pytest.mark.fault
 
@@ -70,9 +69,7 @@ def pixelmine_serve(root):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("abuse") / "ws"
-    shutil.copytree(shared, root)
+    root = private_workspace(tmp_path_factory, "abuse")
     with pixelmine_serve(root) as port:
         yield port
 
@@ -253,9 +250,7 @@ def test_serving_while_ingest_and_extract_write_the_same_workspace(tmp_path_fact
 
     from imagefactory import save
 
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("live-writes") / "ws"
-    shutil.copytree(shared, root)
+    root = private_workspace(tmp_path_factory, "live-writes")
     new_images = root.parent / "new-images"
     for k in range(60):
         save(photo(500 + k, (64, 48)), new_images / "d" / f"new_{k:03d}.jpg")

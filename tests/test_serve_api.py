@@ -10,7 +10,7 @@ import httpx
 import pytest
 from imagefactory import encoded, photo, png_bomb
 from PIL import Image
-from servekit import COUNTS, ROTATED, TOKEN, LiveServer, build_workspace, files_digest
+from servekit import COUNTS, ROTATED, TOKEN, LiveServer, build_workspace, files_digest, shared_base
 
 import pixelmine
 from pixelmine.corrections import effective_labels
@@ -23,7 +23,7 @@ LIMITS = UploadLimits(max_bytes=300_000, max_pixels=4_000_000)
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    return build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
+    return build_workspace(shared_base(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ Playwright's own browser download is not used.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 from imagefactory import encoded, photo
-from servekit import COUNTS, TOKEN, LiveServer, build_workspace
+from servekit import COUNTS, TOKEN, LiveServer, private_workspace, shared_base
 
 import pixelmine
 from pixelmine.corrections import effective_labels
@@ -30,12 +29,10 @@ if not Path(CHROMIUM).exists():  # make test installs it (make browser); a bare 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("browser") / "ws"
-    shutil.copytree(shared, root)
+    root = private_workspace(tmp_path_factory, "browser")
     with LiveServer(root) as live:
         live.root = root
-        live.images = shared.parent / "images"
+        live.images = shared_base(tmp_path_factory) / "images"
         yield live
 
 

@@ -3,10 +3,9 @@ operation, with the token so that writes run too. No answer may be a 5xx."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
-from servekit import TOKEN, LiveServer, build_workspace
+from servekit import TOKEN, LiveServer, private_workspace
 
 from pixelmine.uploads import UploadLimits
 
@@ -17,9 +16,7 @@ EXAMPLES_PER_OPERATION = 25  # about 20 operations: ~500 requests, well under a 
 
 
 def test_no_5xx_on_generated_requests(tmp_path_factory):
-    shared = build_workspace(tmp_path_factory.getbasetemp() / "serve-shared")
-    root = tmp_path_factory.mktemp("fuzz") / "ws"
-    shutil.copytree(shared, root)
+    root = private_workspace(tmp_path_factory, "fuzz")
     failures = []
     with LiveServer(root, limits=UploadLimits(max_bytes=200_000, max_pixels=2_000_000),
                     max_request_bytes=500_000) as live:
