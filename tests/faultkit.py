@@ -32,7 +32,7 @@ def stage_command(stage: str, images: Path, workspace: Path, backbone: str) -> l
         return cli("extract", "--backbone", backbone, "--workers", "2", "-w", workspace)
     if stage == "discover":
         return cli("discover", "--backbone", backbone, "--workers", "2", "-w", workspace)
-    return cli("train", "--backbone", backbone, "-w", workspace)
+    return cli("train", "--head", "logreg", "--backbone", backbone, "-w", workspace)
 
 
 def run_to_end(cmd: list[str]) -> float:

@@ -52,7 +52,8 @@ def labelled_workspace(tmp_path: Path, counts: dict[str, int], *, dim: int = 16,
     return ws, ids, labels, vectors
 
 
-FAST = {"backbone": BACKBONE, "search_budget_s": 5.0, "bootstrap": 100, "cv_folds": 3}
+# auto (the default head) considers only the synthetic feature set: no network is extracted
+FAST = {"backbone": BACKBONE, "search_budget_s": 5.0, "bootstrap": 100, "cv_folds": 3, "auto": {"backbones": (), "finetune": False}}
 
 
 def tinted_folders(root: Path, counts: dict[str, tuple[int, tuple[int, int, int]]], *, size=(48, 40)) -> Path:

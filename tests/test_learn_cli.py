@@ -23,7 +23,8 @@ def workspace(tmp_path_factory):
 
 def test_train_models_evaluate_predict(workspace, tmp_path):
     w = ("-w", workspace.root)
-    trained = run("train", "--backbone", BACKBONE, "--search-budget", "2", "--name", "cli-model", "--json", *w)
+    trained = run("train", "--head", "logreg", "--backbone", BACKBONE, "--search-budget", "2", "--name", "cli-model",
+                  "--json", *w)
     assert trained.exit_code == 0, trained.output
     payload = json.loads(trained.output)
     assert payload["model"] == "cli-model" and payload["test"]["metrics"]["accuracy"] == 1.0

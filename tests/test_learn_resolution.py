@@ -38,7 +38,7 @@ def test_bad_variant_names_are_explained(name, message):
 
 def test_train_on_a_full_frame_variant_extracts_it(tmp_path):
     ws, *_ = labelled_workspace(tmp_path, {"a": 8, "b": 8}, write_features=False)
-    model = ws.train(backbone="full:tiny_test@48", progress=False, search_budget_s=1, bootstrap=10, cv_folds=2)
+    model = ws.train("logreg", backbone="full:tiny_test@48", progress=False, search_budget_s=1, bootstrap=10, cv_folds=2)
     assert model.name == "logreg-full-tiny_test-48"
     assert ws.features("full:tiny_test@48").vectors.shape == (16, 16)
     assert model.predict([ws.images()[0]["path"]])[0].ok

@@ -184,7 +184,7 @@ def test_unknown_settings_are_named(tmp_path):
         ws.train(progress=False, epochz=3)
     with pytest.raises(InputError, match=r"unknown finetune option\(s\) 'finetune.epochz'"):
         ws.train("finetune", progress=False, finetune={"epochz": 3})
-    with pytest.raises(InputError, match="the head 'forest' is not known; choose one of: logreg, svm, knn, finetune"):
+    with pytest.raises(InputError, match="the head 'forest' is not known; choose one of: auto, logreg, svm, knn, finetune"):
         ws.train("forest", progress=False)
 
 

@@ -96,18 +96,19 @@ class Workspace:
 
     # -- stage 2: features (pixelmine.backbones, pixelmine.features) ----------------------------------
     @needs_extras("Feature extraction")
-    def extract(self, backbone: str = DEFAULT_BACKBONE, *, config=None, progress="auto", **options):
+    def extract(self, backbone: str = DEFAULT_BACKBONE, *, config=None, progress="auto", ids=None, **options):
         """Compute and cache the features (and top-5 ImageNet tags) of every ok image the cache lacks.
 
         Options are the fields of :class:`pixelmine.features.ExtractConfig`: ``backend`` ("onnx" or
         "torch"), ``batch_size``, ``precision``, ``threads``, ``workers``, ``retry_errors``, ...
-        Returns an :class:`~pixelmine.features.ExtractResult`; ``result.features()`` gives the vectors.
+        ``ids`` restricts the work to those image ids. Returns an :class:`~pixelmine.features.ExtractResult`;
+        ``result.features()`` gives the vectors.
         """
         from .features.extract import extract
 
         if config is None:
             options["backbone"] = backbone
-        return extract(self.catalog, self.root, config, progress=progress, **options)
+        return extract(self.catalog, self.root, config, progress=progress, ids=ids, **options)
 
     def features(self, backbone: str = DEFAULT_BACKBONE, *, precision: str = "fp32"):
         """Cached feature vectors of ``backbone`` as a :class:`pixelmine.features.FeatureSet`.

@@ -13,6 +13,25 @@ def render_evaluation(evaluation, title: str) -> str:
     return f"{title}\n{evaluation.table()}"
 
 
+def render_leaderboard(selection: dict, *, limit: int = 12) -> str:
+    """The automatic search's leaderboard: candidate, rung, images, CV score +- spread, seconds."""
+    rows = []
+    for trial in selection["leaderboard"][:limit]:
+        score = "" if trial["score"] is None else f"{trial['score']:.3f}" + (
+            "" if trial["spread"] is None else f" ± {trial['spread']:.3f}")
+        rows.append((trial["candidate"] if trial["head"] != "*" else f"(features) {trial['features']}",
+                     trial["rung"], trial["n_images"], score, f"{trial['seconds']:.1f}",
+                     trial["status"] if trial["status"] == "scored" else f"{trial['status']}: {trial['reason']}"))
+    more = len(selection["leaderboard"]) - limit
+    chosen = selection["chosen"]
+    metric = selection["metric"].replace("_", " ")
+    return (f"automatic selection ({selection['elapsed_s']:.0f} s of a {selection['budget_s']:.0f} s budget; "
+            f"score: cross-validated {metric} on train + val):\n"
+            + table(rows, ("candidate", "rung", "images", "score", "s", "status"))
+            + (f"\n... {more} more in the model card" if more > 0 else "")
+            + f"\nchosen: {chosen['head']} on {chosen['features']}")
+
+
 def _epoch_printer(out):
     def show(record: dict) -> None:
         val = ("" if record["val_loss"] is None else
@@ -23,11 +42,16 @@ def _epoch_printer(out):
 
 
 @click.command("train")
-@click.option("--head", type=click.Choice(HEAD_NAMES), default="logreg", show_default=True,
-              help="logreg / svm / knn: a head on cached features (seconds); "
+@click.option("--head", type=click.Choice(HEAD_NAMES), default="auto", show_default=True,
+              help="auto: try backbones x framings x heads by cross-validation and keep the best; "
+                   "logreg / svm / knn: that head on cached features (seconds); "
                    "finetune: train the network itself (slow on a CPU).")
-@click.option("--name", help="Model name (folder under models/); default <head>-<backbone>.")
-@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True, help="Feature backbone / network to fine-tune.")
+@click.option("--name", help="Model name (folder under models/); default auto, or <head>-<backbone>.")
+@click.option("--backbone", "backbone_names", multiple=True, metavar="NAME",
+              help=f"Feature backbone / network to fine-tune (default {DEFAULT_BACKBONE}). With --head auto, "
+                   "each one named is tried too (repeatable).")
+@click.option("--budget", type=click.FloatRange(min=0),
+              help="Seconds for the whole automatic search, extraction included (default 300).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="TOML or JSON file with TrainConfig settings (a [train] table); flags override it.")
 @click.option("--split-column", help="Metadata (manifest) column giving train/val/test per image.")
@@ -42,13 +66,15 @@ def _epoch_printer(out):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Fine-tuning device (default auto).")
 @click.option("--search-budget", type=click.FloatRange(min=0), help="Seconds for the hyper-parameter search (60).")
 @common_options
-def train_command(ws, out, head, name, backbone, config_file, split_column, seed, exclude_classes, resplit, resume,
-                  epochs, frozen_epochs, max_train_images, device, search_budget):
+def train_command(ws, out, head, name, backbone_names, budget, config_file, split_column, seed, exclude_classes,
+                  resplit, resume, epochs, frozen_epochs, max_train_images, device, search_budget):
     """Train a classifier on the labelled images, measure it on a held-out test split, and save it.
 
     \b
     Examples:
-      pixelmine train                                  # logistic regression on MobileNetV2 features
+      pixelmine train                                  # choose the backbone, framing and head by itself
+      pixelmine train --budget 1500                    # ... with time to try fine-tuning too
+      pixelmine train --head logreg                    # logistic regression on MobileNetV2 features
       pixelmine train --head svm --name best-svm
       pixelmine train --head finetune --epochs 6       # fine-tune MobileNetV2 itself
       pixelmine train --split-column fold --exclude-class other
@@ -56,8 +82,17 @@ def train_command(ws, out, head, name, backbone, config_file, split_column, seed
     Splits are stratified 70/15/15 (seeded) and keep exact and near-duplicate images in one split; they are
     stored in the catalog and reused. Every labelled image also gets out-of-fold probabilities (for
     pixelmine discover). Features are extracted first when missing.
+
+    With --head auto (the default) candidates are scored by cross-validation on train + val, grouped by
+    near-duplicates, never on the test split; the leaderboard is printed and kept in the model card.
     """
-    overrides: dict = {"head": head, "backbone": backbone}
+    if len(backbone_names) > 1 and head != "auto":
+        raise click.UsageError(f"--head {head} trains on one backbone; name several --backbone only with --head auto")
+    overrides: dict = {"head": head, "backbone": backbone_names[0] if backbone_names else DEFAULT_BACKBONE}
+    if head == "auto" and len(backbone_names) > 1:  # the first is the reference, a candidate anyway
+        overrides["auto.extra_backbones"] = list(backbone_names[1:])
+    if budget is not None:
+        overrides["auto.budget_s"] = budget
     if name:
         overrides["name"] = name
     if split_column:
@@ -82,6 +117,8 @@ def train_command(ws, out, head, name, backbone, config_file, split_column, seed
                 "oof": metrics["oof"]["metrics"], "split": metrics["split"], "notes": metrics["notes"],
                 "timings": metrics["timings"]})
     split = metrics["split"]
+    if metrics.get("selection"):
+        out.say(render_leaderboard(metrics["selection"]) + "\n")
     out.say(f"model {model.name}: {model.kind} {model.head} on {model.backbone}, {len(model.classes)} classes; "
             f"split {split['source']}: " + ", ".join(f"{k} {v}" for k, v in split["counts"].items()))
     out.say(render_evaluation(model.test_evaluation(), "test split:"))

@@ -135,8 +135,11 @@ def top_k(logits: np.ndarray | None, k: int = TOP_K_TAGS) -> tuple[np.ndarray, n
 
 
 def extract(catalog: Catalog, workspace_root, config: ExtractConfig | None = None, *, progress="auto",
-            **options) -> ExtractResult:
-    """Compute the features of every ok image that the cache lacks. See the module docstring."""
+            ids=None, **options) -> ExtractResult:
+    """Compute the features of every ok image that the cache lacks. See the module docstring.
+
+    ``ids``: only these images (e.g. the sample that automatic model selection screens backbones on);
+    ``images`` and ``cached`` then count only them."""
     config = _config(config, options)
     started = time.perf_counter()
     spec = backbones.get(config.backbone, root=workspace_root)
@@ -148,6 +151,9 @@ def extract(catalog: Catalog, workspace_root, config: ExtractConfig | None = Non
     known = store.known_ids()
     failed_before = {} if config.retry_errors else failed_ids(catalog, fingerprint)
     images = catalog.images(status="ok")
+    if ids is not None:
+        wanted = set(ids)
+        images = [img for img in images if img["id"] in wanted]
     todo = [(img["id"], img["path"]) for img in images if img["id"] not in known and img["id"] not in failed_before]
     result = ExtractResult(run_id=0, backbone=spec.name, fingerprint=fingerprint, backend=config.backend,
                            images=len(images), workspace=str(workspace_root),

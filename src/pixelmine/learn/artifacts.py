@@ -175,6 +175,21 @@ def model_card(info: dict, metrics: dict, split: dict, config: dict) -> str:
         lines += ["", f"Cross-validated ({config.get('cv_folds')} folds, all labelled images, "
                       f"{metrics.get('oof_model', 'same head')}): accuracy {oof['accuracy']:.3f}, "
                       f"macro-F1 {oof['macro_f1']:.3f}."]
+    selection = metrics.get("selection")
+    if selection:
+        lines += ["", "## How this model was chosen",
+                  f"Automatic selection (`--head auto`) in {selection['elapsed_s']:.0f} s of a "
+                  f"{selection['budget_s']:.0f} s budget: each candidate scored by {config.get('cv_folds')}-fold "
+                  "cross-validation on train + val, folds grouped by near-duplicate group; the test split was not "
+                  f"used. Chosen: **{selection['chosen']['head']} on `{selection['chosen']['features']}`**.", "",
+                  "| candidate | rung | images | CV balanced accuracy | ± (folds) | seconds | status |",
+                  "|---|---|---:|---:|---:|---:|---|"]
+        for t in selection["leaderboard"]:
+            lines.append(f"| {t['candidate'] if t['head'] != '*' else 'features ' + t['features']} | {t['rung']} | "
+                         f"{t['n_images']} | {'' if t['score'] is None else format(t['score'], '.3f')} | "
+                         f"{'' if t['spread'] is None else format(t['spread'], '.3f')} | {t['seconds']:.1f} | "
+                         f"{t['status'] if t['status'] == 'scored' else t['status'] + ': ' + str(t['reason'])} |")
+        lines += [f"- {note}" for note in selection.get("notes", [])]
     lines += [
         "",
         "## Use and limits",

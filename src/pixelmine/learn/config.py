@@ -15,7 +15,8 @@ from ..errors import InputError
 from ..defaults import DEFAULT_BACKBONE
 from ..config import check_keys
 
-HEAD_NAMES = ("logreg", "svm", "knn", "finetune")
+HEAD_NAMES = ("auto", "logreg", "svm", "knn", "finetune")
+FEATURE_HEADS = ("logreg", "svm", "knn")
 SPLIT_NAMES = ("train", "val", "test")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -108,12 +109,42 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class AutoConfig:
+    """Automatic model selection (``head="auto"``, the default): see :mod:`pixelmine.learn.auto`."""
+
+    budget_s: float = 300.0  # wall-clock seconds for the whole search (extraction of candidates included)
+    backbones: tuple[str, ...] = ("mobilenet_v2", "efficientnet_lite0")  # tried when their weights are here
+    extra_backbones: tuple[str, ...] = ()  # backbones the user names (may download their weights)
+    full_frame: bool = True  # also try each backbone on the whole frame at the images' own size
+    max_full_frame: int = 320  # cap of that size, pixels (cost grows with its square)
+    heads: tuple[str, ...] = FEATURE_HEADS  # the first is the reference head (always scored)
+    finalists: int = 2  # feature sets kept after the screen (and concatenated)
+    min_screen_images: int = 500  # the screen's sample of train + val: a quarter of it, within these bounds
+    max_screen_images: int = 3000
+    max_cv_images: int = 20_000  # the final rung's cross-validation uses at most this many (stratified)
+    finetune: bool = True  # fine-tune too when the budget left covers its estimated time
+
+    def check(self) -> None:
+        if not self.budget_s >= 0:
+            raise InputError(f"auto.budget_s must be >= 0 seconds; got {self.budget_s!r}")
+        unknown = [h for h in self.heads if h not in FEATURE_HEADS]
+        if not self.heads or unknown:
+            raise InputError(f"auto.heads must be a non-empty list of {', '.join(FEATURE_HEADS)}; got {list(self.heads)!r}")
+        if self.finalists < 1 or self.min_screen_images < 10 or self.max_screen_images < self.min_screen_images:
+            raise InputError("auto.finalists must be >= 1 and 10 <= auto.min_screen_images <= auto.max_screen_images; "
+                             f"got {self.finalists}, {self.min_screen_images}, {self.max_screen_images}")
+        if self.max_cv_images < self.min_screen_images or self.max_full_frame < 32:
+            raise InputError("auto.max_cv_images must be >= auto.min_screen_images and auto.max_full_frame >= 32")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything `pixelmine train` needs; saved with the run and the model."""
 
-    head: str = "logreg"  # logreg | svm | knn | finetune
-    name: str | None = None  # model name (folder under models/); default "<head>-<backbone>"
-    backbone: str = DEFAULT_BACKBONE  # feature backbone (probes) or the network to fine-tune
+    head: str = "auto"  # auto (choose by cross-validation) | logreg | svm | knn | finetune
+    name: str | None = None  # model name (folder under models/); default "auto", or "<head>-<backbone>"
+    backbone: str = DEFAULT_BACKBONE  # feature backbone (probes) or the network to fine-tune; for auto, the
+    # reference: its features group near-duplicates for the split, and its logistic probe is always scored
     split: SplitConfig = field(default_factory=SplitConfig)
     class_weight: str | None = "balanced"  # "balanced": weight classes inversely to their frequency; None: equal
     standardize: bool = True  # scale features to zero mean, unit variance before the head
@@ -130,10 +161,13 @@ class TrainConfig:
     exclude_classes: tuple[str, ...] = ()  # labels left out of training (e.g. a class with one image)
     seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    auto: AutoConfig = field(default_factory=AutoConfig)
 
     @property
     def model_name(self) -> str:
-        return self.name or re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.head}-{self.backbone}")
+        if self.name:
+            return self.name
+        return "auto" if self.head == "auto" else re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{self.head}-{self.backbone}")
 
     def check(self) -> "TrainConfig":
         if self.head not in HEAD_NAMES:
@@ -155,6 +189,7 @@ class TrainConfig:
             raise InputError(f"novelty_quantile must be in (0, 1]; got {self.novelty_quantile!r}")
         self.split.check()
         self.finetune.check()
+        self.auto.check()
         return self
 
     def to_dict(self) -> dict:
@@ -176,7 +211,7 @@ class TrainConfig:
                     if not isinstance(merged[section], dict):
                         merged[section] = asdict(merged[section])
                     merged[section][sub] = value
-                elif key in ("split", "finetune") and isinstance(value, dict):
+                elif key in ("split", "finetune", "auto") and isinstance(value, dict):
                     current = merged.get(key) or {}
                     if not isinstance(current, dict):
                         current = asdict(current)
@@ -216,6 +251,10 @@ def _build(cls, data: dict, prefix: str):
             value = _build(SplitConfig, value, "split.")
         elif key == "finetune" and isinstance(value, dict):
             value = _build(FinetuneConfig, value, "finetune.")
+        elif key == "auto" and isinstance(value, dict):
+            value = _build(AutoConfig, value, "auto.")
+        elif key in ("backbones", "extra_backbones", "heads") and value is not None:
+            value = tuple(value)
         elif key in ("exclude_classes",) and value is not None:
             value = tuple(value)
         elif key == "crop_scale" and value is not None:

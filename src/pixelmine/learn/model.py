@@ -66,12 +66,12 @@ class Model:
     def is_current(self) -> bool:
         """True when the workspace's labelled images, their labels and the backbone's features are exactly
         those the model was trained on (so training again would learn nothing new)."""
-        from ..features.store import load_features
         from .data import data_fingerprint, labelled_images
+        from .joined import load_feature_set
 
         try:
             data = labelled_images(self.catalog, exclude_classes=self.config.get("exclude_classes") or ())
-            features = load_features(self.root, self.backbone)
+            features = load_feature_set(self.root, self.backbone)
         except (InputError, NotFittedError):
             return False
         have = set(features.ids)

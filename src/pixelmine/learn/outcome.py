@@ -21,6 +21,7 @@ class TrainOutcome:
     oof: Evaluation
     oof_model: str  # which model produced the out-of-fold probabilities
     search: dict | None = None
+    selection: dict | None = None  # automatic model selection: leaderboard, budget, what it cut
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra_info: dict = field(default_factory=dict)  # merged into model.json (e.g. preprocessing)

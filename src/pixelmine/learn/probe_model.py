@@ -29,9 +29,18 @@ class ProbeModel(Model):
         X = np.asarray(X, dtype=np.float32)
         return bundle["head"].predict_proba(X), bundle["novelty"].novelty(X)
 
+    @property
+    def feature_sources(self) -> list[dict]:
+        """The backbone(s) whose vectors the head reads, with their fingerprints (two for ``A+B``)."""
+        return self.info.get("feature_sources") or [{"backbone": self.backbone,
+                                                     "fingerprint": self.info["feature_fingerprint"]}]
+
     def embedder(self, *, threads: int | None = None):
         from ..features.embedder import Embedder
+        from .joined import JointEmbedder
 
+        if len(self.feature_sources) > 1:
+            return JointEmbedder.open(self.feature_sources, root=self.root, threads=threads)
         return Embedder.open(self.backbone, root=self.root, fingerprint=self.info["feature_fingerprint"],
                              threads=threads)
 
@@ -43,16 +52,23 @@ class ProbeModel(Model):
         return probs, novelty, embedded.rows, embedded.errors
 
     def _cached_features(self, image_ids: list[str]) -> dict[str, np.ndarray]:
-        """Vectors of ``image_ids`` already in the workspace cache (same backbone fingerprint)."""
+        """Vectors of ``image_ids`` already in the workspace cache (same backbone fingerprints; every part of
+        a joined feature set)."""
         from ..features import FeatureStore
 
-        store = FeatureStore(self.root, self.backbone, self.info["feature_fingerprint"])
-        try:
-            features = store.load()
-        except NotFittedError:
-            return {}
-        position = {i: r for r, i in enumerate(features.ids)}
-        return {i: np.asarray(features.vectors[position[i]]) for i in image_ids if i in position}
+        found: dict[str, list[np.ndarray]] = {i: [] for i in image_ids}
+        for source in self.feature_sources:
+            try:
+                features = FeatureStore(self.root, source["backbone"], source["fingerprint"]).load()
+            except NotFittedError:
+                return {}
+            position = {i: r for r, i in enumerate(features.ids)}
+            for i in list(found):
+                if i in position:
+                    found[i].append(np.asarray(features.vectors[position[i]]))
+                else:
+                    del found[i]
+        return {i: np.concatenate(parts) for i, parts in found.items()}
 
     def _probabilities_for_files(self, files: list[str], image_ids: list[str | None], progress):
         cached = self._cached_features([i for i in image_ids if i])

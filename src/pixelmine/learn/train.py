@@ -20,6 +20,8 @@ from .data import LabelledSet, SplitResult, data_fingerprint, ensure_splits, lab
 from .outcome import TrainOutcome
 from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_text
 from ..runs import image_set
+from .joined import is_joined
+from .joined import sources as joined_sources
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,14 @@ def features_for(root, backbone: str, data: LabelledSet, *, extract=None, progre
     """The FeatureSet of ``backbone`` and ``data`` restricted to images that have features.
 
     ``extract(backbone)`` (e.g. ``Workspace.extract``) is called first when some labelled image has no
-    vector yet; without it, the images without features are left out with a note.
+    vector yet; without it, the images without features are left out with a note. ``A+B`` is the
+    concatenation of two backbones' features (:mod:`.joined`).
     """
-    from ..features.store import load_features
+    from .joined import load_feature_set, parts
 
     def load():
         try:
-            return load_features(root, backbone)
+            return load_feature_set(root, backbone)
         except NotFittedError:
             return None
 
@@ -49,7 +52,8 @@ def features_for(root, backbone: str, data: LabelledSet, *, extract=None, progre
     missing = [i for i in data.ids if i not in have]
     if missing and extract is not None:
         log.info("%d labelled images have no %s features; extracting", len(missing), backbone)
-        extract(backbone, progress=progress)
+        for name in parts(backbone):
+            extract(name, progress=progress)
         features = load()
         have = set(features.ids) if features is not None else set()
         missing = [i for i in data.ids if i not in have]
@@ -98,23 +102,31 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, res
                              "a model must be measured on images it did not learn from: label more images, "
                              "raise split.test, or give test images in your split column")
         directory = artifacts.prepare_dir(root, config.model_name, keep_checkpoints=resume)
-        if config.head == "finetune":
+        chosen = config
+        if config.head == "auto":
+            from .selection import train_auto
+
+            outcome, chosen, features, split = train_auto(catalog, root, directory, data, split, config,
+                                                          extract=extract, progress=progress, on_epoch=on_epoch)
+        elif config.head == "finetune":
             from .finetune import train_finetune
 
             outcome = train_finetune(root, directory, data, split, X, config, resume=resume, progress=progress,
                                      on_epoch=on_epoch)
         else:
-            outcome = _train_probe(directory, X, split, config, progress)
+            outcome = train_probe(directory, X, split, config, progress)
         outcome.notes[:0] = notes + split.notes
         outcome.timings["total_s"] = round(time.perf_counter() - started, 3)
-        _save(directory, config, features, split, outcome, run.id)
+        _save(root, directory, chosen, features, split, outcome, run.id, saved_config=config)
         run.counts.update({s: int((split.splits == s).sum()) for s in ("train", "val", "test")})
         run.metrics.update({k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
-                           model=config.model_name)
+                           model=config.model_name, head=chosen.head, backbone=chosen.backbone)
+        if outcome.selection is not None:
+            run.metrics["selection"] = outcome.selection
     return open_model(catalog, root, directory)
 
 
-def _train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
+def train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
     from .probe import fit_probe
 
     report, close = resolve_progress(progress, f"train {config.head}: cross-validation", unit="fold")
@@ -128,7 +140,10 @@ def _train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConf
                         search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes)
 
 
-def _save(directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int) -> None:
+def _save(root, directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int, *,
+          saved_config: TrainConfig) -> None:
+    """Write the model folder. ``config`` is what was trained (for ``auto``: the chosen head and features),
+    ``saved_config`` what was asked for (config.json)."""
     from .plots import confusion_png, reliability_png
 
     classes = outcome.test.classes
@@ -139,15 +154,15 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
     atomic_save_npz(directory / "data.npz", ids=ids, labels=split.labels.astype(str),
                            splits=split.splits.astype(str), groups=split.groups)
     metrics = {"test": outcome.test.to_dict(), "oof": outcome.oof.to_dict(), "oof_model": outcome.oof_model,
-               "search": outcome.search, "split": split.summary(), "timings": outcome.timings,
-               "notes": outcome.notes}
+               "search": outcome.search, "selection": outcome.selection, "split": split.summary(),
+               "timings": outcome.timings, "notes": outcome.notes}
     atomic_write_json(directory / "metrics.json", metrics)
     atomic_write_json(directory / "confusion_matrix.json",
                                 {"classes": classes, "rows": "true", "columns": "predicted",
                                  "matrix": outcome.test.confusion})
     confusion_png(outcome.test, directory / "confusion_matrix.png", title=f"{config.model_name}: test")
     reliability_png(outcome.test, directory / "reliability.png")
-    atomic_write_json(directory / "config.json", config.to_dict())
+    atomic_write_json(directory / "config.json", saved_config.to_dict())
     info = {
         "name": config.model_name,
         "kind": outcome.kind,
@@ -155,6 +170,9 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
         "head_params": outcome.head_params,
         "backbone": config.backbone,
         "feature_fingerprint": features.fingerprint,
+        **({"feature_sources": joined_sources(root, config.backbone)}
+           if is_joined(config.backbone) else {}),
+        "selected_by": "auto" if saved_config.head == "auto" else "user",
         "classes": classes,
         "uncertainty": {"min_confidence": (config.min_confidence if config.min_confidence is not None
                                            else default_min_confidence(len(classes))),
@@ -168,5 +186,5 @@ def _save(directory, config: TrainConfig, features, split: SplitResult, outcome:
         **outcome.extra_info,
     }
     atomic_write_text(directory / "card.md", artifacts.model_card(info, metrics, split.summary(),
-                                                                             config.to_dict()))
+                                                                 saved_config.to_dict()))
     artifacts.write_model_info(directory, info)  # last: its presence marks the model as finished
