@@ -42,8 +42,8 @@ def _epoch_printer(out):
 
 
 @click.command("train")
-@click.option("--head", type=click.Choice(HEAD_NAMES), default="auto", show_default=True,
-              help="auto: try backbones x framings x heads by cross-validation and keep the best; "
+@click.option("--head", type=click.Choice(HEAD_NAMES),
+              help="auto (the default): try backbones x framings x heads by cross-validation and keep the best; "
                    "logreg / svm / knn: that head on cached features (seconds); "
                    "finetune: train the network itself (slow on a CPU).")
 @click.option("--name", help="Model name (folder under models/); default auto, or <head>-<backbone>.")
@@ -86,10 +86,14 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
     With --head auto (the default) candidates are scored by cross-validation on train + val, grouped by
     near-duplicates, never on the test split; the leaderboard is printed and kept in the model card.
     """
-    if len(backbone_names) > 1 and head != "auto":
+    if len(backbone_names) > 1 and head not in (None, "auto"):
         raise click.UsageError(f"--head {head} trains on one backbone; name several --backbone only with --head auto")
-    overrides: dict = {"head": head, "backbone": backbone_names[0] if backbone_names else DEFAULT_BACKBONE}
-    if head == "auto" and len(backbone_names) > 1:  # the first is the reference, a candidate anyway
+    overrides: dict = {}  # only what was given: a --config file's settings stand otherwise
+    if head:
+        overrides["head"] = head
+    if backbone_names:
+        overrides["backbone"] = backbone_names[0]
+    if len(backbone_names) > 1:  # the first is the reference, a candidate anyway
         overrides["auto.extra_backbones"] = list(backbone_names[1:])
     if budget is not None:
         overrides["auto.budget_s"] = budget
