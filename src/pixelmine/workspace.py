@@ -172,8 +172,41 @@ class Workspace:
 
         if head is not None:
             options["head"] = head
-        return train(self.catalog, self.root, config, extract=self.extract, resplit=resplit, resume=resume,
-                     progress=progress, on_epoch=on_epoch, **options)
+        return train(self.catalog, self.root, config, extract=self.extract, discover=self.discover, resplit=resplit,
+                     resume=resume, progress=progress, on_epoch=on_epoch, **options)
+
+    @needs_extras("Suggestions")
+    def suggest(self, n: int = 50, *, model: str | None = None, pool: str = "unlabelled",
+                backbone: str | None = None, seed: int = 0) -> list:
+        """The ``n`` images to label next (:class:`~pixelmine.learn.suggest.Suggestion` rows, best first):
+        uncertain for the newest (or named) model, one per cluster of the pool before any cluster repeats.
+        ``pool``: "unlabelled" (default), "review" (flagged label issues) or "all"."""
+        from .learn.suggest import suggest
+
+        return suggest(self.catalog, self.root, model=self._trained(model), n=n, pool=pool, backbone=backbone,
+                       seed=seed)
+
+    @needs_extras("Cleaning")
+    def clean_plan(self, *, backbone: str = DEFAULT_BACKBONE, exclude_classes=(), min_issue_probability: float = 0.5,
+                   run_discovery: bool = False, progress="auto", **split_options):
+        """What ``train(clean=True)`` would leave out of training (a :class:`~pixelmine.learn.clean.CleanPlan`):
+        near-copies of test images and confident label issues of train / val images, from the newest discover
+        run (``run_discovery=True`` runs discovery of copies and label issues first when there is none).
+        Nothing is changed: a preview."""
+        from .learn.clean import CLEAN_FINDINGS, plan_cleaning
+        from .learn.config import TrainConfig
+        from .learn.data import ensure_splits, labelled_images
+        from .learn.train import features_for
+        from .discover.findings import latest_discover_run
+
+        config = TrainConfig.from_mapping({"backbone": backbone, "exclude_classes": tuple(exclude_classes),
+                                           "split": split_options})
+        data = labelled_images(self.catalog, exclude_classes=config.exclude_classes)
+        features, data, _ = features_for(self.root, backbone, data, extract=self.extract, progress=progress)
+        split = ensure_splits(self.catalog, data, config.split, features.vectors[features.rows(data.ids)])
+        if run_discovery and latest_discover_run(self.catalog, "label_issue") is None:
+            self.discover(only=list(CLEAN_FINDINGS), backbone=backbone, progress=progress)
+        return plan_cleaning(self.catalog, data, split, min_issue_probability=min_issue_probability)
 
     @needs_extras("Loading a model")
     def model(self, name: str | None = None):

@@ -65,9 +65,12 @@ def _epoch_printer(out):
 @click.option("--max-train-images", type=click.IntRange(min=1), help="Fine-tune on a stratified sample of at most N.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Fine-tuning device (default auto).")
 @click.option("--search-budget", type=click.FloatRange(min=0), help="Seconds for the hyper-parameter search (60).")
+@click.option("--clean", is_flag=True,
+              help="Leave out near-copies of test images and confident label issues (from pixelmine discover; "
+                   "run first when missing) and report test accuracy before and after. Preview: pixelmine clean.")
 @common_options
 def train_command(ws, out, head, name, backbone_names, budget, config_file, split_column, seed, exclude_classes,
-                  resplit, resume, epochs, frozen_epochs, max_train_images, device, search_budget):
+                  resplit, resume, epochs, frozen_epochs, max_train_images, device, search_budget, clean):
     """Train a classifier on the labelled images, measure it on a held-out test split, and save it.
 
     \b
@@ -97,6 +100,8 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
         overrides["auto.extra_backbones"] = list(backbone_names[1:])
     if budget is not None:
         overrides["auto.budget_s"] = budget
+    if clean:
+        overrides["clean"] = True
     if name:
         overrides["name"] = name
     if split_column:
@@ -131,7 +136,81 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
             f"accuracy {oof['accuracy']:.3f}, macro-F1 {oof['macro_f1']:.3f}")
     for note in metrics["notes"]:
         out.say(f"note: {note}")
+    if metrics.get("cleaning"):
+        out.say("\n" + render_cleaning(metrics["cleaning"]))
     out.say(f"\nsaved to {model.dir} (model card: card.md)\nNext: pixelmine predict PHOTOS... --model {model.name}")
+
+
+def render_cleaning(cleaning: dict) -> str:
+    """Before / after test accuracy of the clean loop, on the same test images."""
+    lines = ["clean loop: " + (", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in cleaning["counts"].items())
+                               or "nothing") + " left out of training"
+             + (f" (discover run {cleaning['discover_run']})" if cleaning.get("discover_run") else "")]
+    if cleaning.get("before"):
+        rows = []
+        for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+            cells = [name]
+            for when in ("before", "after"):
+                value = cleaning[when]["metrics"][name]
+                span = cleaning[when]["intervals"].get(name)
+                cells.append(f"{value:.3f}" + (f" [{span[0]:.3f}, {span[1]:.3f}]" if span else ""))
+            rows.append(cells)
+        lines.append(table(rows, ("test metric", "before", "after")))
+        paired = cleaning["paired_accuracy_difference"]
+        if paired["difference"] is not None:
+            lines.append(f"accuracy {paired['difference']:+.3f} (paired 95 % CI {paired['interval'][0]:+.3f} to "
+                         f"{paired['interval'][1]:+.3f}) on the same {paired['n']} test images: {paired['improved']} "
+                         f"now right, {paired['worsened']} now wrong")
+    for note in cleaning.get("notes", []):
+        lines.append(f"note: {note}")
+    lines.append("the left-out images are listed in cleaning.json; nothing was changed in your files or labels")
+    return "\n".join(lines)
+
+
+@click.command("clean")
+@click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
+              help="Features that group near-duplicates for the split.")
+@click.option("--min-issue-probability", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Leave out a flagged label issue when its suggested class is at least this probable.")
+@click.option("--discover/--no-discover", "run_discovery", default=True, show_default=True,
+              help="Run discovery of copies and label issues first when no discover run has them.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the left-out images to this CSV.")
+@click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True, help="Rows shown.")
+@common_options
+def clean_command(ws, out, backbone, min_issue_probability, run_discovery, output, limit):
+    """Preview what `pixelmine train --clean` leaves out of training, and why. Changes nothing.
+
+    \b
+    Examples:
+      pixelmine clean
+      pixelmine clean --output left-out.csv --min-issue-probability 0.7
+
+    Near-copies of test images (they would leak the test set into training) and label issues cleanlab flags
+    with confidence are listed; test images are never left out, so `train --clean` is measured on the same
+    test images as a plain `train`. Corrections people made are applied in every training.
+    """
+    plan = ws.clean_plan(backbone=backbone, min_issue_probability=min_issue_probability,
+                         run_discovery=run_discovery, progress=out.progress)
+    if output:
+        plan.write_csv(output)
+    out.result(plan.to_dict())
+    counts = plan.counts()
+    out.say(f"train --clean would leave out {len(plan.left_out)} training images: "
+            + (", ".join(f"{n} {k.replace('_', ' ')}s" for k, n in counts.items()) or "none")
+            + (f" (from discover run {plan.discover_run})" if plan.discover_run else ""))
+    if plan.left_out and limit:
+        out.say(table([(i.image_id[:12], i.split, i.label, i.kind, i.suggested_label or "", i.reason)
+                       for i in plan.left_out[:limit]], ("image", "split", "label", "kind", "suggested", "why")))
+        if len(plan.left_out) > limit:
+            out.say(f"... {len(plan.left_out) - limit} more" + ("" if output else " (--output FILE lists all)"))
+    if plan.corrections:
+        out.say("corrections in effect (applied in every training): "
+                + ", ".join(f"{n} {action}" for action, n in plan.corrections.items()))
+    for note in plan.notes:
+        out.say(f"note: {note}")
+    if output:
+        out.say(f"written to {output}")
+    out.say("Next: pixelmine train --clean")
 
 
 @click.command("evaluate")
@@ -242,4 +321,44 @@ def split_command(ws, out, train_fraction, val_fraction, test_fraction, seed, co
         out.say(f"note: {note}")
 
 
-COMMANDS = [split_command, train_command, evaluate_command, predict_command, models_command]
+@click.command("suggest")
+@click.option("--n", "count", type=click.IntRange(min=1), default=50, show_default=True, help="Images to suggest.")
+@click.option("--model", "model_name", help="Model whose uncertainty ranks them (default: the newest; none: "
+                                              "diversity only).")
+@click.option("--pool", type=click.Choice(["unlabelled", "review", "all"]), default="unlabelled", show_default=True,
+              help="unlabelled images, images flagged as label issues (review), or both.")
+@click.option("--output", type=click.Path(dir_okay=False),
+              help="Write a CSV manifest (path,label) to fill in and ingest back with --manifest.")
+@common_options
+def suggest_command(ws, out, count, model_name, pool, output):
+    """What to label next: the images whose label would help the model most.
+
+    \b
+    Examples:
+      pixelmine suggest --n 50 --output to-label.csv   # fill in the label column, then:
+      pixelmine ingest --manifest to-label.csv && pixelmine train
+      pixelmine suggest --pool review                  # which flagged labels to check first
+
+    Uncertain images (small margin between the model's two likeliest classes), taken one per cluster of the
+    pool so that the first suggestions cover the whole collection instead of one confusing corner.
+    """
+    suggestions = ws.suggest(count, model=model_name, pool=pool)
+    if output:
+        from ..learn.suggest import write_manifest
+
+        write_manifest(suggestions, output)
+    out.result([s.to_dict() for s in suggestions])
+    if not suggestions:
+        out.say(f"nothing to suggest: the {pool} pool is empty"
+                + (" (every image has a label)" if pool == "unlabelled" else ""))
+        return
+    out.say(table([(s.rank, s.image_id[:12], s.predicted_label or "-",
+                    "" if s.margin is None else f"{s.margin:.2f}", s.cluster, s.path) for s in suggestions],
+                  ("rank", "image", "model says", "margin", "cluster", "path")))
+    clusters = len({s.cluster for s in suggestions})
+    out.say(f"\n{len(suggestions)} images from {clusters} clusters of the {pool} pool"
+            + (f"; manifest written to {output}: fill in its label column, then "
+               f"pixelmine ingest --manifest {output}" if output else ""))
+
+
+COMMANDS = [split_command, train_command, clean_command, suggest_command, evaluate_command, predict_command, models_command]

@@ -190,6 +190,26 @@ def model_card(info: dict, metrics: dict, split: dict, config: dict) -> str:
                          f"{'' if t['spread'] is None else format(t['spread'], '.3f')} | {t['seconds']:.1f} | "
                          f"{t['status'] if t['status'] == 'scored' else t['status'] + ': ' + str(t['reason'])} |")
         lines += [f"- {note}" for note in selection.get("notes", [])]
+    cleaning = metrics.get("cleaning")
+    if cleaning:
+        lines += ["", "## How the training data was cleaned",
+                  "`--clean`: " + (", ".join(f"{n} {k.replace('_', ' ')}s" for k, n in cleaning["counts"].items())
+                                   or "nothing") + " left out of train and val (the test split is untouched; the list "
+                  "is in `cleaning.json`). Corrections in effect: "
+                  + (", ".join(f"{n} {a}" for a, n in cleaning.get("corrections", {}).items()) or "none") + "."]
+        if cleaning.get("before"):
+            paired = cleaning["paired_accuracy_difference"]
+            lines += ["", "| test metric | before (same head, uncleaned data) | after |", "|---|---:|---:|"]
+            for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+                cells = []
+                for when in ("before", "after"):
+                    value, span = cleaning[when]["metrics"][name], cleaning[when]["intervals"].get(name)
+                    cells.append(f"{value:.3f}" + (f" ({span[0]:.3f}–{span[1]:.3f})" if span else ""))
+                lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+            if paired.get("difference") is not None:
+                lines.append(f"\nAccuracy {paired['difference']:+.3f} (paired bootstrap 95 % CI "
+                             f"{paired['interval'][0]:+.3f} to {paired['interval'][1]:+.3f}) on the same "
+                             f"{paired['n']} test images.")
     lines += [
         "",
         "## Use and limits",

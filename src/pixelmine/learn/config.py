@@ -159,6 +159,9 @@ class TrainConfig:
     novelty_quantile: float = 0.99  # predictions farther from the training data than this quantile of the
     # training images' own neighbour distances are `uncertain`
     exclude_classes: tuple[str, ...] = ()  # labels left out of training (e.g. a class with one image)
+    clean: bool = False  # leave out leaking copies and confident label issues that discovery found (clean.py)
+    clean_min_issue_probability: float = 0.5  # a flagged label issue is left out when its suggested class is
+    # at least this probable (out-of-fold)
     seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     auto: AutoConfig = field(default_factory=AutoConfig)
@@ -187,6 +190,8 @@ class TrainConfig:
             raise InputError(f"min_margin must be in [0, 1]; got {self.min_margin!r}")
         if not 0 < self.novelty_quantile <= 1:
             raise InputError(f"novelty_quantile must be in (0, 1]; got {self.novelty_quantile!r}")
+        if not 0 <= self.clean_min_issue_probability <= 1:
+            raise InputError(f"clean_min_issue_probability must be in [0, 1]; got {self.clean_min_issue_probability!r}")
         self.split.check()
         self.finetune.check()
         self.auto.check()

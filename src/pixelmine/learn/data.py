@@ -66,12 +66,15 @@ class SplitResult:
         """{class: {train: n, val: n, test: n}}."""
         out: dict[str, dict[str, int]] = {}
         for label, split in zip(self.labels.tolist(), self.splits.tolist()):
-            out.setdefault(label, dict.fromkeys(SPLIT_NAMES, 0))[split] += 1
+            row = out.setdefault(label, dict.fromkeys(SPLIT_NAMES, 0))
+            row[split] = row.get(split, 0) + 1  # "left_out": images the clean loop kept out of training
         return dict(sorted(out.items()))
 
     def summary(self) -> dict:
         return {"source": self.source, "config": self.config,
-                "counts": {s: int((self.splits == s).sum()) for s in SPLIT_NAMES}, "by_class": self.table(),
+                "counts": {s: int((self.splits == s).sum()) for s in SPLIT_NAMES
+                           + (("left_out",) if (self.splits == "left_out").any() else ())},
+                "by_class": self.table(),
                 "near_duplicate_pairs": self.near_duplicate_pairs, "grouped_images": self.grouped_images,
                 "largest_group": self.largest_group, "straddling_groups": self.straddling_groups,
                 "notes": self.notes}

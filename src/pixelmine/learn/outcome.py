@@ -25,3 +25,7 @@ class TrainOutcome:
     timings: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra_info: dict = field(default_factory=dict)  # merged into model.json (e.g. preprocessing)
+    cleaning: dict | None = None  # the clean loop: what was left out, test accuracy before and after
+    # in memory only (not saved): the fitted head and its test probabilities, for the clean loop's "before"
+    head: object | None = None
+    test_probs: np.ndarray | None = None

@@ -74,11 +74,12 @@ def features_for(root, backbone: str, data: LabelledSet, *, extract=None, progre
     return features, data, notes
 
 
-def train(catalog, root, config: TrainConfig | None = None, *, extract=None, resplit: bool = False,
+def train(catalog, root, config: TrainConfig | None = None, *, extract=None, discover=None, resplit: bool = False,
           resume: bool = False, progress="auto", on_epoch=None, **overrides):
     """Train, evaluate and save a model of the workspace at ``root``; returns the loaded
     :class:`~pixelmine.learn.model.Model`. ``extract(backbone, progress=...)`` computes missing features
-    first (``Workspace.train`` passes ``Workspace.extract``).
+    first (``Workspace.train`` passes ``Workspace.extract``); ``discover(only=..., progress=...)`` finds
+    copies and label issues for ``clean=True`` when no discover run has (``Workspace.discover``).
 
     ``overrides`` are TrainConfig fields (``head="svm"``, ``name="best"``, ``split={"seed": 1}``, ...).
     ``resplit`` recomputes the stored split; ``resume`` continues an interrupted fine-tuning;
@@ -101,6 +102,13 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, res
             raise InputError(f"the test split is empty ({len(split.ids)} labelled images, split {split.source}); "
                              "a model must be measured on images it did not learn from: label more images, "
                              "raise split.test, or give test images in your split column")
+        split_before = split
+        plan = None
+        if config.clean:
+            from .clean import apply_plan, plan_for_training
+
+            plan = plan_for_training(catalog, data, split, config, discover=discover, progress=progress)
+            split = apply_plan(split, plan)
         directory = artifacts.prepare_dir(root, config.model_name, keep_checkpoints=resume)
         chosen = config
         if config.head == "auto":
@@ -115,6 +123,12 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, res
                                      on_epoch=on_epoch)
         else:
             outcome = train_probe(directory, X, split, config, progress)
+        if plan is not None:
+            from .clean import cleaning_report
+
+            outcome.cleaning = cleaning_report(root, plan, outcome, features, split_before, split, chosen)
+            if outcome.cleaning.get("note"):
+                outcome.notes.append(outcome.cleaning["note"])
         outcome.notes[:0] = notes + split.notes
         outcome.timings["total_s"] = round(time.perf_counter() - started, 3)
         _save(root, directory, chosen, features, split, outcome, run.id, saved_config=config)
@@ -123,6 +137,8 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, res
                            model=config.model_name, head=chosen.head, backbone=chosen.backbone)
         if outcome.selection is not None:
             run.metrics["selection"] = outcome.selection
+        if outcome.cleaning is not None:
+            run.metrics["cleaning"] = {k: v for k, v in outcome.cleaning.items() if k != "left_out"}
     return open_model(catalog, root, directory)
 
 
@@ -137,7 +153,8 @@ def train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfi
     artifacts.atomic_joblib(directory / "head.joblib", {"head": fit.head, "novelty": fit.novelty})
     return TrainOutcome(kind="probe", head_params=fit.params, test=fit.test, oof_probs=fit.oof_probs,
                         oof_folds=fit.oof_folds, oof=fit.oof, oof_model=f"{config.head} on {config.backbone} features",
-                        search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes)
+                        search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes, head=fit.head,
+                        test_probs=fit.test_probs)
 
 
 def _save(root, directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int, *,
@@ -154,7 +171,9 @@ def _save(root, directory, config: TrainConfig, features, split: SplitResult, ou
     atomic_save_npz(directory / "data.npz", ids=ids, labels=split.labels.astype(str),
                            splits=split.splits.astype(str), groups=split.groups)
     metrics = {"test": outcome.test.to_dict(), "oof": outcome.oof.to_dict(), "oof_model": outcome.oof_model,
-               "search": outcome.search, "selection": outcome.selection, "split": split.summary(),
+               "search": outcome.search, "selection": outcome.selection,
+               "cleaning": ({k: v for k, v in outcome.cleaning.items() if k != "left_out"}
+                            if outcome.cleaning is not None else None), "split": split.summary(),
                "timings": outcome.timings, "notes": outcome.notes}
     atomic_write_json(directory / "metrics.json", metrics)
     atomic_write_json(directory / "confusion_matrix.json",
@@ -163,6 +182,8 @@ def _save(root, directory, config: TrainConfig, features, split: SplitResult, ou
     confusion_png(outcome.test, directory / "confusion_matrix.png", title=f"{config.model_name}: test")
     reliability_png(outcome.test, directory / "reliability.png")
     atomic_write_json(directory / "config.json", saved_config.to_dict())
+    if outcome.cleaning is not None:
+        atomic_write_json(directory / "cleaning.json", outcome.cleaning)
     info = {
         "name": config.model_name,
         "kind": outcome.kind,
