@@ -128,6 +128,21 @@ def test_findings_duplicates_runs_models_map(client):
     assert {"image_id", "x", "y", "cluster", "label"} <= set(points["points"][0])
 
 
+def test_suggestions_rank_what_to_label_next_and_export_a_manifest(client):
+    unlabelled = client.get("/suggestions", params={"n": 5}).json()
+    # the exact copy filed under two classes has conflicting labels: the one unlabelled image
+    assert len(unlabelled) == 1 and unlabelled[0]["label"] is None and unlabelled[0]["rank"] == 1
+    both = client.get("/suggestions", params={"n": 5, "pool": "all"}).json()
+    assert [s["rank"] for s in both] == list(range(1, len(both) + 1)) and len(both) >= 2
+    assert all(s["margin"] is not None and s["predicted_label"] for s in both)
+    manifest = client.get("/suggestions/manifest", params={"n": 5, "pool": "all"})
+    assert manifest.status_code == 200 and manifest.headers["content-type"].startswith("text/csv")
+    lines = manifest.text.splitlines()
+    assert lines[0] == "path,label" and len(lines) == len(both) + 1
+    assert client.get("/suggestions", params={"pool": "everything"}).status_code == 422
+    assert client.get("/suggestions", params={"n": 0}).status_code == 422
+
+
 def test_report_is_409_until_written_then_served(client, server):
     missing = client.get("/report")
     assert missing.status_code == 409 and "pixelmine report" in missing.json()["error"]

@@ -164,6 +164,19 @@ def test_cluster_map_hover_shows_a_thumbnail(page, server):
     shot(page, "map")
 
 
+def test_label_next_shows_suggestions_and_the_manifest_link(page, server):
+    page.click("nav >> text=Label next")
+    page.wait_for_selector("#suggest-grid .tile")
+    assert page.locator("#suggest-grid .tile").count() == 1  # one unlabelled image (conflicting labels)
+    page.select_option("#suggest-pool", "all")
+    page.wait_for_function("document.querySelectorAll('#suggest-grid .tile').length > 1")
+    captions = page.locator("#suggest-grid .tile .cap").all_inner_texts()
+    assert captions[0].startswith("#1") and "margin" in captions[0]
+    link = page.locator("#suggest-manifest").get_attribute("href")
+    assert link.startswith("/suggestions/manifest?") and "pool=all" in link
+    shot(page, "suggest")
+
+
 def test_runs_and_models_overview(page, server):
     page.click("nav >> text=Runs & models")
     page.wait_for_selector("#models-table tbody tr")

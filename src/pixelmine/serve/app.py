@@ -195,6 +195,26 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     def cluster_map(limit: Annotated[int, Query(ge=1, le=200_000)] = 20_000):
         return browse.cluster_map(ws(), limit=limit)
 
+    @app.get("/suggestions", tags=["labels"], summary="What to label next: uncertain images, one per cluster first")
+    def suggestions(n: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
+                    pool: Annotated[str, Query(pattern="^(unlabelled|review|all)$")] = "unlabelled"):
+        return [s.to_dict() for s in ws().suggest(n, model=config.model, pool=pool)]
+
+    @app.get("/suggestions/manifest", tags=["labels"], response_class=PlainTextResponse,
+             summary="The suggestions as a CSV manifest (path,label) to fill in and ingest back")
+    def suggestions_manifest(n: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
+                             pool: Annotated[str, Query(pattern="^(unlabelled|review|all)$")] = "unlabelled"):
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "label"])
+        for item in ws().suggest(n, model=config.model, pool=pool):
+            writer.writerow([item.path, item.label or ""])
+        return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
+                                 headers={"Content-Disposition": 'attachment; filename="to-label.csv"'})
+
     @app.get("/runs", tags=["workspace"], summary="Recorded runs, newest first")
     def runs(kind: str | None = None, limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50):
         return browse.list_runs(ws(), kind=kind, limit=limit)

@@ -415,8 +415,30 @@ function summarise(counts, metrics) {
   return parts.slice(0, 8).join(" · ");
 }
 
+// ---------- what to label next ----------
+async function renderSuggest(params) {
+  const pool = params.get("pool") || "unlabelled";
+  const n = Number(params.get("n") || 50);
+  const items = await api(`/suggestions?n=${n}&pool=${encodeURIComponent(pool)}`);
+  const form = h("form", { class: "filters", onsubmit: (e) => e.preventDefault() },
+    h("label", {}, "pool", h("select", { id: "suggest-pool", onchange: (e) => (location.hash = `#/suggest?pool=${e.target.value}&n=${n}`) },
+      ["unlabelled", "review", "all"].map((v) => h("option", { value: v, selected: v === pool }, v)))),
+    h("a", { href: `/suggestions/manifest?n=${n}&pool=${encodeURIComponent(pool)}`, id: "suggest-manifest", download: "to-label.csv" },
+      "Download as a CSV manifest to fill in"));
+  const intro = h("p", { class: "muted" }, "Uncertain for the current model, one per cluster of the pool first: label these and train again. ",
+    "Ingest a filled-in manifest with ", h("code", {}, "pixelmine ingest --manifest to-label.csv"), ".");
+  if (!items.length) {
+    view.replaceChildren(h("h1", {}, "Label next"), form, emptyBox(`Nothing to suggest: the ${pool} pool is empty.`, null));
+    return;
+  }
+  const grid = h("div", { class: "grid", id: "suggest-grid" }, items.map((s) =>
+    tile(s, [h("b", {}, `#${s.rank}`), " ", s.predicted_label ? `${s.predicted_label}?` : "", " ",
+      s.margin != null ? h("span", { class: "badge warn", title: s.reason }, `margin ${s.margin.toFixed(2)}`) : h("span", { class: "badge" }, `cluster ${s.cluster}`)])));
+  view.replaceChildren(h("h1", {}, "Label next"), intro, form, grid);
+}
+
 // ---------- router ----------
-const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, map: renderMap, upload: renderUpload, overview: renderOverview };
+const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview };
 async function route() {
   const [name, query] = location.hash.replace(/^#\/?/, "").split("?");
   const key = routes[name] ? name : "gallery";
