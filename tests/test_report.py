@@ -108,3 +108,15 @@ def test_cli_report_similar_clusters_rules(tmp_path):
     for command in ("report", "similar", "clusters", "rules"):
         help_text = runner.invoke(main, [command, "--help"]).output
         assert "Example" in help_text and "--workspace" in help_text and "--json" in help_text
+
+
+def test_the_report_shows_how_an_automatic_model_was_chosen_and_what_cleaning_did(tmp_path):
+    from learnkit import FAST
+
+    ws, *_ = labelled_workspace(tmp_path, {"cat": 15, "dog": 15}, separation=3.0)
+    model = ws.train(name="auto", clean=True, progress=False, **FAST)
+    text = ws.report().read_text()
+    assert "How this model was chosen" in text and "Trained on cleaned data" in text
+    chosen = model.metrics["selection"]["chosen"]
+    assert f"{chosen['head']} on <code>{chosen['features']}</code>" in text
+    assert "logreg on tiny" in text  # the leaderboard's rows

@@ -292,9 +292,44 @@ def model(ctx: Context) -> tuple[str, str, str]:
     if oof:
         body += (f"<p>Cross-validated over all labelled images: accuracy {oof.get('accuracy', float('nan')):.3f}, "
                  f"macro-F1 {oof.get('macro_f1', float('nan')):.3f}.</p>")
+    body += _selection(metrics.get("selection")) + _cleaning(metrics.get("cleaning"))
     body += ('<div class="what"><b>What to do:</b> the largest off-diagonal cells are the class pairs to look at '
              "first: their label issues and overlaps usually explain most errors.</div>")
     return "model", "Model", section("model", "Model", lead, body)
+
+
+def _selection(selection: dict | None, limit: int = 12) -> str:
+    """The automatic search's leaderboard (candidate, rung, images, CV score +- spread, seconds)."""
+    if not selection:
+        return ""
+    chosen = selection["chosen"]
+    rows = [[t["candidate"] if t["head"] != "*" else f"features {t['features']}", t["rung"], t["n_images"],
+             "" if t["score"] is None else round(float(t["score"]), 3),
+             "" if t["spread"] is None else round(float(t["spread"]), 3), round(float(t["seconds"]), 1),
+             t["status"] if t["status"] == "scored" else f"{t['status']}: {t['reason']}"]
+            for t in selection["leaderboard"][:limit]]
+    notes = "".join(f"<li>{esc(n)}</li>" for n in selection.get("notes", []))
+    return (f"<h3>How this model was chosen</h3><p>Automatic selection in {selection['elapsed_s']:.0f} s of a "
+            f"{selection['budget_s']:.0f} s budget, by cross-validated balanced accuracy on train + val (the test "
+            f"split was not used): <b>{esc(chosen['head'])} on <code>{esc(chosen['features'])}</code></b>.</p>"
+            + table(["candidate", "rung", "images", "CV score", "± folds", "seconds", "status"], rows,
+                    numeric={2, 3, 4, 5})
+            + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+def _cleaning(cleaning: dict | None) -> str:
+    """The clean loop: what was left out, and test accuracy before and after on the same test images."""
+    if not cleaning:
+        return ""
+    left = ", ".join(f"{n} {k.replace('_', ' ')}s" for k, n in cleaning.get("counts", {}).items()) or "nothing"
+    text = f"<h3>Trained on cleaned data</h3><p>Left out of train and val: {esc(left)} (listed in cleaning.json).</p>"
+    paired = cleaning.get("paired_accuracy_difference") or {}
+    if cleaning.get("before") and paired.get("difference") is not None:
+        text += (f"<p>Test accuracy {cleaning['before']['metrics']['accuracy']:.3f} before (same head, uncleaned "
+                 f"data), {cleaning['after']['metrics']['accuracy']:.3f} after: {paired['difference']:+.3f} "
+                 f"(paired 95 % CI {paired['interval'][0]:+.3f} to {paired['interval'][1]:+.3f}) on the same "
+                 f"{paired['n']} test images.</p>")
+    return text
 
 
 def _confusion(classes: list[str], confusion: list[list[int]]) -> str:
