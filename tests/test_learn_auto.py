@@ -4,7 +4,6 @@ honoured; the test split is never read."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -176,3 +175,31 @@ def test_fine_tuning_is_tried_when_the_budget_allows_it(tmp_path):
     won = plan["val_accuracy"] > plan["probe_val_accuracy"]
     assert model.kind == ("finetune" if won else "probe")
     assert (model.dir / "weights.pt").exists() == won
+
+
+def test_when_the_budget_stops_the_final_rung_the_screen_decides(four_classes, monkeypatch):
+    ws, ids, labels = four_classes
+    config, split = _split(ws, budget_s=60)
+    # pretend extracting more than the screen's images would take far longer than the budget
+    monkeypatch.setattr(FeatureSource, "estimate",
+                        lambda self, name, wanted: 0.0 if name == "noise" or len(wanted) <= 40 else 1e6)
+    selection = select(ws.root, split, config, feature_sets=["noise", "interleaved"])
+    assert (selection.features, selection.head) == ("interleaved", "knn")
+    assert any("chosen on the 40-image screen" in note for note in selection.notes)
+    assert any(t["status"] == "skipped" and t["features"] == "interleaved" and t["rung"] == "final"
+               for t in selection.leaderboard())
+
+
+def test_candidates_are_every_backbone_here_in_both_framings_at_the_images_own_size(tmp_path):
+    from pixelmine.learn.candidates import candidate_feature_sets, full_frame_size
+
+    source = _framed(tmp_path / "images", {"red": (3, (255, 0, 0)), "blue": (3, (0, 0, 255))}, side=260)
+    ws = pixelmine.open_workspace(tmp_path / "ws")
+    ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
+    assert full_frame_size(ws.catalog) == 260
+    assert full_frame_size(ws.catalog, max_side=240) == 240
+    names, notes = candidate_feature_sets(ws.catalog, ws.root, "tiny_test", ("tiny_test", "no_such_network"))
+    assert names == ["tiny_test", "full:tiny_test@260"]
+    assert len(notes) == 1 and "no_such_network left out" in notes[0]
+    with pytest.raises(pixelmine.InputError, match="unknown backbone"):  # one the user named is an error
+        candidate_feature_sets(ws.catalog, ws.root, "tiny_test", (), user_named=("no_such_network",))

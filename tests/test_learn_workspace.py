@@ -198,7 +198,7 @@ def test_training_extracts_missing_features_and_predicts_new_files(tmp_path):
     """With a real (tiny) backbone: train extracts first; predict runs new files through the extraction
     pipeline without ingesting them; an undecodable file is an error row."""
     ws, *_ = labelled_workspace(tmp_path, {"a": 10, "b": 10}, write_features=False)
-    model = ws.train(progress=False, backbone="tiny_test", search_budget_s=2, bootstrap=20, cv_folds=2)
+    model = ws.train("logreg", progress=False, backbone="tiny_test", search_budget_s=2, bootstrap=20, cv_folds=2)
     assert ws.runs("extract")[0]["status"] == "completed"
     assert model.info["feature_fingerprint"] == ws.features("tiny_test").fingerprint
     new = save(photo(999, (50, 40)), tmp_path / "new" / "fresh.jpg")

@@ -72,7 +72,7 @@ def test_an_interrupted_stage_is_interrupted_not_failed(tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pixelmine.learn.train.train_probe", interrupt)
+    monkeypatch.setattr("pixelmine.learn.probe.train_probe", interrupt)
     with pytest.raises(KeyboardInterrupt):
         ws.train("logreg", progress=False, **FAST)
     assert ws.runs("train")[0]["status"] == "interrupted"

@@ -145,7 +145,7 @@ class Workspace:
         from .errors import NotFittedError
         from .learn.config import TrainConfig
         from .learn.data import ensure_splits, labelled_images
-        from .learn.train import features_for
+        from .learn.inputs import features_for
 
         config = TrainConfig.from_mapping({"backbone": backbone, "exclude_classes": tuple(exclude_classes),
                                            "split": split_options})
@@ -163,10 +163,12 @@ class Workspace:
               progress="auto", on_epoch=None, **options):
         """Train and save a model; returns a :class:`~pixelmine.learn.model.Model`.
 
-        ``head``: "logreg" (default), "svm", "knn" or "finetune"; it overrides ``config.head`` when given.
+        ``head``: "auto" (default: choose backbone, framing and head by cross-validation within
+        ``auto={"budget_s": 300}``), "logreg", "svm", "knn" or "finetune"; it overrides ``config.head`` when given.
 
-        Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``,
-        ``split={"seed": 1}``, ``finetune={"epochs": 5}``, ``class_weight=None``, ...
+        Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``, ``clean=True``
+        (leave out leaking copies and confident label issues), ``split={"seed": 1}``, ``finetune={"epochs": 5}``,
+        ``class_weight=None``, ...
         """
         from .learn.train import train
 
@@ -196,7 +198,7 @@ class Workspace:
         from .learn.clean import CLEAN_FINDINGS, plan_cleaning
         from .learn.config import TrainConfig
         from .learn.data import ensure_splits, labelled_images
-        from .learn.train import features_for
+        from .learn.inputs import features_for
         from .discover.findings import latest_discover_run
 
         config = TrainConfig.from_mapping({"backbone": backbone, "exclude_classes": tuple(exclude_classes),

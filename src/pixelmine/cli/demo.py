@@ -40,6 +40,11 @@ def demo_command(ws, out):
         model = results["model"]
         out.say(f"\nclassifier {model.name}: {model.head} on {model.backbone} features, "
                 f"{model.info['n_train']} train / {model.info['n_val']} val / {model.info['n_test']} test images")
+        selection = model.metrics.get("selection")
+        if selection:
+            scored = sum(1 for t in selection["leaderboard"] if t["status"] == "scored")
+            out.say(f"chosen automatically: {scored} candidates scored by cross-validation in "
+                    f"{selection['elapsed_s']:.0f} s (leaderboard: {model.dir / 'card.md'})")
         out.say(model.test_evaluation().table())
     if results.get("discover") is not None:
         from .discover import render_discover

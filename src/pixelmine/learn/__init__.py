@@ -8,6 +8,9 @@
     model.py     a saved model: predict, evaluate (probe_model.py, finetuned_model.py; loading.py picks)
     artifacts.py models/<name>/ on disk                                  tta.py       test-time moves
     train.py     the whole `pixelmine train`                              predictions.py, embed.py: prediction I/O
+    auto.py      automatic selection: grouped CV, successive halving      selection.py train the winner
+    candidates.py the feature sets auto considers                         joined.py    A+B concatenated features
+    clean.py     the audit-fix-retrain loop (train --clean)               suggest.py   what to label next
 
 Importing this package loads no scikit-learn or torch. Entry points: ``Workspace.train`` / ``pixelmine.train``
 (train.py) and ``Workspace.model`` / ``pixelmine.load_model`` (loading.py).
@@ -15,7 +18,7 @@ Importing this package loads no scikit-learn or torch. Entry points: ``Workspace
 
 from __future__ import annotations
 
-from .config import HEAD_NAMES, FinetuneConfig, SplitConfig, TrainConfig
+from .config import HEAD_NAMES, AutoConfig, FinetuneConfig, SplitConfig, TrainConfig
 
 
-__all__ = ["HEAD_NAMES", "FinetuneConfig", "SplitConfig", "TrainConfig"]
+__all__ = ["HEAD_NAMES", "AutoConfig", "FinetuneConfig", "SplitConfig", "TrainConfig"]

@@ -16,6 +16,9 @@ from .metrics import Evaluation, evaluate
 from .novelty import NoveltyScorer
 from .oof import out_of_fold_probabilities
 from .search import SearchResult, search
+from . import artifacts
+from ..progress import resolve_progress
+from .outcome import TrainOutcome
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +84,16 @@ def fit_probe(X: np.ndarray, split: SplitResult, config: TrainConfig, *, oof_pro
     return ProbeFit(head=head, novelty=novelty, params=result.best_params, search=result, test=test_eval,
                     test_probs=test_probs, oof_probs=oof_probs, oof_folds=folds, oof=oof_eval,
                     notes=notes + oof_notes, timings=timings)
+
+
+def train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
+    report, close = resolve_progress(progress, f"train {config.head}: cross-validation", unit="fold")
+    try:
+        fit = fit_probe(X, split, config, oof_progress=report)
+    finally:
+        close()
+    artifacts.atomic_joblib(directory / "head.joblib", {"head": fit.head, "novelty": fit.novelty})
+    return TrainOutcome(kind="probe", head_params=fit.params, test=fit.test, oof_probs=fit.oof_probs,
+                        oof_folds=fit.oof_folds, oof=fit.oof, oof_model=f"{config.head} on {config.backbone} features",
+                        search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes, head=fit.head,
+                        test_probs=fit.test_probs)

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def train_auto(catalog, root, directory, data, split, config, *, extract=None, progress="auto", on_epoch=None):
     """(outcome, the config that was trained, its FeatureSet, the split) for ``config.head == "auto"``."""
-    from .train import features_for, train_probe
+    from .inputs import features_for
+    from .probe import train_probe
 
     auto = config.auto
     feature_sets, notes = candidate_feature_sets(catalog, root, config.backbone, auto.backbones,
@@ -58,7 +59,7 @@ def _try_finetune(root, directory, data, split, config, chosen, selection, *, ex
     probe's (fitted on train, scored on val). Returns (outcome or None, the config that won)."""
     from .finetune import train_finetune
     from .probe import base_head
-    from .train import features_for
+    from .inputs import features_for
 
     backbone = selection.finetune["backbone"]
     ft_config = replace(config, name=config.model_name, head="finetune", backbone=backbone)

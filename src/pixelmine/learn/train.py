@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 
 import numpy as np
 
 from ..catalog import utc_now
-from ..errors import InputError, NotFittedError
-from ..progress import resolve_progress
+from ..errors import InputError
 from . import artifacts
 from .config import TrainConfig
-from .data import LabelledSet, SplitResult, data_fingerprint, ensure_splits, labelled_images
+from .data import SplitResult, data_fingerprint, ensure_splits, labelled_images
 from .outcome import TrainOutcome
 from ..fileio import atomic_save_npz, atomic_write_json, atomic_write_text
 from ..runs import image_set
@@ -30,48 +28,6 @@ def default_min_confidence(n_classes: int) -> float:
     """Top-1 probability below which a prediction is uncertain: 0.5 (more likely wrong than right, for
     calibrated probabilities), raised to 1/K + 0.1 when that is higher (two classes: 0.6)."""
     return max(0.5, 1.0 / n_classes + 0.1)
-
-
-def features_for(root, backbone: str, data: LabelledSet, *, extract=None, progress="auto"):
-    """The FeatureSet of ``backbone`` and ``data`` restricted to images that have features.
-
-    ``extract(backbone)`` (e.g. ``Workspace.extract``) is called first when some labelled image has no
-    vector yet; without it, the images without features are left out with a note. ``A+B`` is the
-    concatenation of two backbones' features (:mod:`.joined`).
-    """
-    from .joined import load_feature_set, parts
-
-    def load():
-        try:
-            return load_feature_set(root, backbone)
-        except NotFittedError:
-            return None
-
-    features = load()
-    have = set(features.ids) if features is not None else set()
-    missing = [i for i in data.ids if i not in have]
-    if missing and extract is not None:
-        log.info("%d labelled images have no %s features; extracting", len(missing), backbone)
-        for name in parts(backbone):
-            extract(name, progress=progress)
-        features = load()
-        have = set(features.ids) if features is not None else set()
-        missing = [i for i in data.ids if i not in have]
-    if features is None:
-        raise NotFittedError(f"no {backbone} features in workspace {str(root)!r}; run: pixelmine extract "
-                             f"--backbone {backbone}")
-    notes = []
-    if missing:
-        keep = np.asarray([i in have for i in data.ids])
-        notes.append(f"{len(missing)} labelled images have no {backbone} features (they failed to decode or "
-                     "were not extracted) and are left out")
-        data = replace(data, ids=[i for i, k in zip(data.ids, keep) if k], labels=data.labels[keep],
-                       paths=[p for p, k in zip(data.paths, keep) if k],
-                       metadata=[m for m, k in zip(data.metadata, keep) if k])
-        from .data import check_trainable
-
-        check_trainable(data.labels, workspace=str(root))
-    return features, data, notes
 
 
 def train(catalog, root, config: TrainConfig | None = None, *, extract=None, discover=None, resplit: bool = False,
@@ -94,6 +50,8 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
     started = time.perf_counter()
     with catalog.run("train", {**config.to_dict(), "resplit": resplit, "resume": resume}) as run:
         data = labelled_images(catalog, exclude_classes=config.exclude_classes)
+        from .inputs import features_for
+
         features, data, notes = features_for(root, config.backbone, data, extract=extract, progress=progress)
         X = np.asarray(features.vectors[features.rows(data.ids)], dtype=np.float32)
         run.inputs.update(fingerprint=features.fingerprint, images=image_set(data.ids))
@@ -122,6 +80,8 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
             outcome = train_finetune(root, directory, data, split, X, config, resume=resume, progress=progress,
                                      on_epoch=on_epoch)
         else:
+            from .probe import train_probe
+
             outcome = train_probe(directory, X, split, config, progress)
         if plan is not None:
             from .clean import cleaning_report
@@ -140,21 +100,6 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
         if outcome.cleaning is not None:
             run.metrics["cleaning"] = {k: v for k, v in outcome.cleaning.items() if k != "left_out"}
     return open_model(catalog, root, directory)
-
-
-def train_probe(directory, X: np.ndarray, split: SplitResult, config: TrainConfig, progress) -> TrainOutcome:
-    from .probe import fit_probe
-
-    report, close = resolve_progress(progress, f"train {config.head}: cross-validation", unit="fold")
-    try:
-        fit = fit_probe(X, split, config, oof_progress=report)
-    finally:
-        close()
-    artifacts.atomic_joblib(directory / "head.joblib", {"head": fit.head, "novelty": fit.novelty})
-    return TrainOutcome(kind="probe", head_params=fit.params, test=fit.test, oof_probs=fit.oof_probs,
-                        oof_folds=fit.oof_folds, oof=fit.oof, oof_model=f"{config.head} on {config.backbone} features",
-                        search=fit.search.to_dict(), timings=fit.timings, notes=fit.notes, head=fit.head,
-                        test_probs=fit.test_probs)
 
 
 def _save(root, directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int, *,
