@@ -9,9 +9,9 @@ Cheap first, by successive halving over feature sets (extracting features is wha
 
     screen   every feature set on a stratified sample of train + val (a quarter of it, 500-3,000 images),
              with the cheap heads (logreg, knn; ``screen_heads``) at their default settings
-    final    the two best feature sets, plus the reference one (cached anyway, so the choice can never
-             fall below the plain probe), on all of train + val (at most ``max_cv_images``), each head,
-             plus the two finalists concatenated
+    final    the two best other feature sets, plus the reference one (cached anyway, so the choice can
+             never fall below the plain probe), on all of train + val (at most ``max_cv_images``): the cheap
+             heads, then the two best sets of this rung concatenated, then the costly heads (the SVM)
     finetune when the budget left covers its estimated time: fine-tuning the best single feature set's
              network on train, compared with the best probe on the val split (a cross-validation of
              fine-tuning would cost k trainings)
@@ -277,7 +277,9 @@ def select(root, split, config, *, feature_sets: list[str], extract=None, progre
             trial = score(name, head, screen_rung, screen_rows, X, always=first and head == heads[0])
             if trial.status == "scored":
                 by_set[name] = max(by_set.get(name, -1.0), trial.score)
-    ranked = sorted(by_set, key=lambda n: -by_set[n])
+    # The reference goes on to the final rung anyway (its features are cached): the finalist slots go to the
+    # best of the others, so that the screen buys new feature sets.
+    ranked = sorted((n for n in by_set if n != reference), key=lambda n: -by_set[n])
     finalists = ranked[:auto.finalists]
 
     # -- final: the best feature sets (and the reference) on all of train + val, plus their concatenation --
@@ -285,23 +287,29 @@ def select(root, split, config, *, feature_sets: list[str], extract=None, progre
     # last, so that a tight budget cuts a costly head rather than a finalist.
     cheap = [h for h in auto.heads if h in auto.screen_heads] or auto.heads[:1]
     costly = [h for h in auto.heads if h not in cheap]
+    final_best: dict[str, float] = {}
     if not one_rung:
         cached_X = {}
-        for name in dict.fromkeys(finalists + [reference]):
+        for name in finalists + [reference]:
             X = features_for_rows(name, final_rows, "final", always=False)
             if X is not None:
                 cached_X[name] = X
         for name, X in cached_X.items():
-            for head in (cheap if name in finalists else auto.heads[:1]):
-                score(name, head, "final", final_rows, X)
-    joined = [n for n in finalists if n in cached_X]
-    joined_name = join(joined[:2]) if len(joined) >= 2 else None
+            for head in cheap:
+                trial = score(name, head, "final", final_rows, X)
+                if trial.status == "scored":
+                    final_best[name] = max(final_best.get(name, -1.0), trial.score)
+    else:
+        final_best = dict(by_set)
+    # the two best feature sets of this rung, side by side
+    pair = sorted((n for n in final_best if n in cached_X), key=lambda n: -final_best[n])[:2]
+    joined_name = join(pair) if len(pair) == 2 else None
     if joined_name:
-        cached_X[joined_name] = np.hstack([cached_X[n] for n in joined[:2]])
+        cached_X[joined_name] = np.hstack([cached_X[n] for n in pair])
     # cosine kNN on two scales of features mostly follows the larger one: the concatenation gets linear heads
     passes = [(joined_name, [h for h in cheap if h != "knn"])] if joined_name else []
     if not one_rung:
-        passes += [(name, costly) for name in finalists if name in cached_X]
+        passes += [(name, costly) for name in sorted(final_best, key=lambda n: -final_best[n])]
     if joined_name:
         passes.append((joined_name, [h for h in costly if h != "knn"]))
     for name, heads in passes:
