@@ -180,18 +180,23 @@ def suggest(catalog, root, *, model=None, n: int = 50, pool: str = "unlabelled",
     return out
 
 
-def write_manifest(suggestions: list[Suggestion], path) -> str:
+def manifest_csv(suggestions: list[Suggestion]) -> str:
     """A CSV manifest (``path,label``, best suggestion first) that a person fills in and ingests back with
     ``pixelmine ingest --manifest FILE``. Only those two columns: any other would become image metadata."""
     import csv
     import io
-
-    from ..fileio import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "label"])
     for s in suggestions:
         writer.writerow([s.path, s.label or ""])
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_manifest(suggestions: list[Suggestion], path) -> str:
+    """:func:`manifest_csv` written to ``path`` (atomically)."""
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, manifest_csv(suggestions))
     return str(path)

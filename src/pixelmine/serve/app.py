@@ -204,15 +204,9 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
              summary="The suggestions as a CSV manifest (path,label) to fill in and ingest back")
     def suggestions_manifest(n: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
                              pool: Annotated[str, Query(pattern="^(unlabelled|review|all)$")] = "unlabelled"):
-        import csv
-        import io
+        from ..learn.suggest import manifest_csv
 
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "label"])
-        for item in ws().suggest(n, model=config.model, pool=pool):
-            writer.writerow([item.path, item.label or ""])
-        return PlainTextResponse(buffer.getvalue(), media_type="text/csv",
+        return PlainTextResponse(manifest_csv(ws().suggest(n, model=config.model, pool=pool)), media_type="text/csv",
                                  headers={"Content-Disposition": 'attachment; filename="to-label.csv"'})
 
     @app.get("/runs", tags=["workspace"], summary="Recorded runs, newest first")
