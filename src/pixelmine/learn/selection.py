@@ -39,7 +39,6 @@ def train_auto(catalog, root, directory, data, split, config, *, extract=None, p
         chosen = replace(chosen, search_budget_s=min(config.search_budget_s, left))
         X = np.asarray(features.vectors[features.rows(split.ids)], dtype=np.float32)
         outcome = train_probe(directory, X, split, chosen, progress)
-    selection.elapsed_s = selection.elapsed_s or 0.0
     outcome.selection = selection.to_dict()
     outcome.notes[:0] = selection.notes + feature_notes
     return outcome, chosen, features, split
