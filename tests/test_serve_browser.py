@@ -133,6 +133,25 @@ def test_review_label_errors_with_the_keyboard(page, server):
     assert api(server, f"/images/{first_two[0]}")["correction"] == "accept"
 
 
+def test_a_slow_page_the_user_left_does_not_paint_over_the_current_one(page, server):
+    held = []
+    page.route("**/images?*", lambda route: held.append(route))  # the gallery's request hangs until released
+    page.goto(f"{server.url}/#/gallery?label=b")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the gallery never asked for its images"
+    page.goto(f"{server.url}/#/review?kind=label_issue")
+    page.wait_for_selector(".review-item")
+    for route in held:
+        route.continue_()
+    page.unroute("**/images?*")
+    page.wait_for_timeout(500)  # time for the released gallery render to (wrongly) paint
+    assert page.locator("#gallery-grid").count() == 0
+    assert page.locator(".review-item").count() >= 2
+
+
 def test_upload_shows_the_prediction_and_similar_images(page, server, tmp_path):
     upload = tmp_path / "upload.jpg"
     upload.write_bytes(encoded(photo(7, (64, 48)), "JPEG"))

@@ -182,7 +182,7 @@ async function ensureFacets() {
 }
 
 // ---------- gallery ----------
-async function renderGallery(params) {
+async function renderGallery(params, turn) {
   const facets = await ensureFacets();
   const filters = ["label", "split", "status", "finding", "cluster"];
   const options = { label: facets.labels, split: facets.splits, status: facets.statuses, finding: facets.findings, cluster: facets.clusters };
@@ -209,16 +209,16 @@ async function renderGallery(params) {
     tile(item, [h("b", {}, item.label ?? "(unlabelled)"), " ",
       item.correction ? h("span", { class: "badge good" }, item.correction) : "",
       item.status !== "ok" ? h("span", { class: "badge bad" }, item.status) : "", item.split ? h("span", { class: "badge" }, item.split) : ""])));
-  view.replaceChildren(h("h1", {}, "Gallery"), form, pager("top"), data.total ? grid : emptyBox("No images match these filters.", null),
+  show(turn, h("h1", {}, "Gallery"), form, pager("top"), data.total ? grid : emptyBox("No images match these filters.", null),
     ...(data.items.length > 20 ? [pager("bottom")] : []));
 }
 
 // ---------- duplicates ----------
-async function renderDuplicates(params) {
+async function renderDuplicates(params, turn) {
   const offset = Number(params.get("offset") || 0);
   const data = await api(`/duplicates?limit=20&offset=${offset}`);
   if (!data.total) {
-    view.replaceChildren(h("h1", {}, "Duplicate groups"), emptyBox("No duplicate groups yet. Find them with", "pixelmine discover"));
+    show(turn, h("h1", {}, "Duplicate groups"), emptyBox("No duplicate groups yet. Find them with", "pixelmine discover"));
     return;
   }
   const groups = data.items.map((group, n) => h("section", { class: "group", "aria-label": `group ${offset + n + 1}` },
@@ -232,16 +232,16 @@ async function renderDuplicates(params) {
     h("button", { type: "button", disabled: offset === 0, onclick: () => (location.hash = `#/duplicates?offset=${Math.max(0, offset - 20)}`) }, "← Previous"),
     h("span", {}, `groups ${offset + 1}–${offset + data.items.length} of ${data.total}`),
     h("button", { type: "button", disabled: offset + 20 >= data.total, onclick: () => (location.hash = `#/duplicates?offset=${offset + 20}`) }, "Next →"));
-  view.replaceChildren(h("h1", {}, "Duplicate groups"), pager, ...groups);
+  show(turn, h("h1", {}, "Duplicate groups"), pager, ...groups);
 }
 
 // ---------- review: outliers and label errors ----------
 const REVIEW_KINDS = ["label_issue", "outlier", "class_outlier"];
-async function renderReview(params) {
+async function renderReview(params, turn) {
   const facets = await ensureFacets();
   const kinds = REVIEW_KINDS.filter((k) => facets.findings.includes(k)).concat(facets.findings.filter((k) => !REVIEW_KINDS.includes(k) && !["cluster", "near_duplicate", "exact_duplicate"].includes(k)));
   if (!kinds.length) {
-    view.replaceChildren(h("h1", {}, "Outliers & label errors"), emptyBox("No findings yet. Run the finders with", "pixelmine discover"));
+    show(turn, h("h1", {}, "Outliers & label errors"), emptyBox("No findings yet. Run the finders with", "pixelmine discover"));
     return;
   }
   const kind = kinds.includes(params.get("kind")) ? params.get("kind") : kinds[0];
@@ -254,9 +254,9 @@ async function renderReview(params) {
     h("button", { type: "button", disabled: offset === 0, onclick: () => (location.hash = `#/review?kind=${kind}&offset=${Math.max(0, offset - 25)}`) }, "← Previous"),
     h("span", {}, data.total ? `${offset + 1}–${offset + data.items.length} of ${data.total} flagged, worst first` : "nothing flagged"),
     h("button", { type: "button", disabled: offset + 25 >= data.total, onclick: () => (location.hash = `#/review?kind=${kind}&offset=${offset + 25}`) }, "Next →"));
-  view.replaceChildren(h("h1", {}, "Outliers & label errors"), tabs,
+  if (!show(turn, h("h1", {}, "Outliers & label errors"), tabs,
     h("p", { class: "muted" }, "Keys: j/k move, a accept the current label, r relabel (to the suggestion or the typed label), i ignore (exclude from training), Enter open."),
-    pager, h("div", { id: "review-list" }, items));
+    pager, h("div", { id: "review-list" }, items))) return;
   state.review.selected = 0;
   selectReview(0, false);
 }
@@ -308,18 +308,18 @@ document.addEventListener("keydown", (event) => {
 });
 
 // ---------- cluster map ----------
-async function renderMap() {
+async function renderMap(params, turn) {
   let data;
   try { data = await api("/map?limit=20000"); } catch (err) {
-    if (err.status === 409) { view.replaceChildren(h("h1", {}, "Cluster map"), emptyBox(err.message)); return; }
+    if (err.status === 409) { show(turn, h("h1", {}, "Cluster map"), emptyBox(err.message)); return; }
     throw err;
   }
   const canvas = h("canvas", { id: "map-canvas", role: "img", "aria-label": `map of ${data.points.length} images; hover a point to see the image, click to open it` });
   const clusters = [...new Set(data.points.map((p) => p.cluster))];
   const colour = (c) => `hsl(${(clusters.indexOf(c) * 137.5) % 360} 65% 45%)`;
   const legend = h("div", { class: "legend" }, clusters.slice(0, 40).map((c) => h("span", {}, h("i", { style: `background:${colour(c)}` }), c === null ? "no cluster" : `cluster ${c}`)));
-  view.replaceChildren(h("h1", {}, "Cluster map"), h("p", { class: "muted" }, `${data.points.length.toLocaleString()} of ${data.total.toLocaleString()} images (${data.method}); colour = cluster. Hover shows the image; click opens it.`),
-    h("div", { id: "map-wrap" }, canvas), legend);
+  if (!show(turn, h("h1", {}, "Cluster map"), h("p", { class: "muted" }, `${data.points.length.toLocaleString()} of ${data.total.toLocaleString()} images (${data.method}); colour = cluster. Hover shows the image; click opens it.`),
+    h("div", { id: "map-wrap" }, canvas), legend)) return;
   const xs = data.points.map((p) => p.x), ys = data.points.map((p) => p.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   let placed = [];
@@ -354,7 +354,7 @@ async function renderMap() {
 }
 
 // ---------- upload and predict ----------
-function renderUpload() {
+function renderUpload(params, turn) {
   const input = h("input", { type: "file", id: "upload-input", accept: "image/*", "aria-label": "image to classify" });
   const result = h("div", { id: "upload-result" });
   const zone = h("div", { class: "dropzone" }, h("p", {}, "Drop an image here, or choose one: "), input);
@@ -388,11 +388,11 @@ function renderUpload() {
     } else right = h("div", { class: "empty" }, "No similar images: ", similar.reason.message);
     result.replaceChildren(h("section", { class: "prediction" }, preview, left), h("h2", {}, "Most similar catalogue images"), right);
   }
-  view.replaceChildren(h("h1", {}, "Predict an image"), zone, result);
+  show(turn, h("h1", {}, "Predict an image"), zone, result);
 }
 
 // ---------- runs and models ----------
-async function renderOverview() {
+async function renderOverview(params, turn) {
   const [models, runs] = await Promise.all([api("/models"), api("/runs?limit=100")]);
   const modelTable = models.length ? h("table", { id: "models-table" },
     h("thead", {}, h("tr", {}, ["name", "status", "kind", "head", "backbone", "classes", "test accuracy", "macro-F1", "created"].map((c) => h("th", {}, c)))),
@@ -405,7 +405,7 @@ async function renderOverview() {
     h("tbody", {}, runs.map((r) => h("tr", {}, h("td", {}, r.id), h("td", {}, r.kind), h("td", {}, r.status),
       h("td", {}, (r.started_at || "").slice(0, 19).replace("T", " ")), h("td", {}, (r.finished_at || "").slice(0, 19).replace("T", " ")),
       h("td", { class: "muted" }, summarise(r.counts, r.metrics))))));
-  view.replaceChildren(h("h1", {}, "Runs & models"), h("p", {}, h("a", { href: "/report" }, "Open the HTML report"), " · ", h("a", { href: "/docs" }, "API docs")),
+  show(turn, h("h1", {}, "Runs & models"), h("p", {}, h("a", { href: "/report" }, "Open the HTML report"), " · ", h("a", { href: "/docs" }, "API docs")),
     h("h2", {}, "Models"), modelTable, h("h2", {}, "Runs"), runs.length ? runTable : emptyBox("No runs yet. Start with", "pixelmine ingest photos/"));
 }
 function summarise(counts, metrics) {
@@ -416,7 +416,7 @@ function summarise(counts, metrics) {
 }
 
 // ---------- what to label next ----------
-async function renderSuggest(params) {
+async function renderSuggest(params, turn) {
   const pool = params.get("pool") || "unlabelled";
   const n = Number(params.get("n") || 50);
   const items = await api(`/suggestions?n=${n}&pool=${encodeURIComponent(pool)}`);
@@ -428,24 +428,32 @@ async function renderSuggest(params) {
   const intro = h("p", { class: "muted" }, "Uncertain for the current model, one per cluster of the pool first: label these and train again. ",
     "Ingest a filled-in manifest with ", h("code", {}, "pixelmine ingest --manifest to-label.csv"), ".");
   if (!items.length) {
-    view.replaceChildren(h("h1", {}, "Label next"), form, emptyBox(`Nothing to suggest: the ${pool} pool is empty.`, null));
+    show(turn, h("h1", {}, "Label next"), form, emptyBox(`Nothing to suggest: the ${pool} pool is empty.`, null));
     return;
   }
   const grid = h("div", { class: "grid", id: "suggest-grid" }, items.map((s) =>
     tile(s, [h("b", {}, `#${s.rank}`), " ", s.predicted_label ? `${s.predicted_label}?` : "", " ",
       s.margin != null ? h("span", { class: "badge warn", title: s.reason }, `margin ${s.margin.toFixed(2)}`) : h("span", { class: "badge" }, `cluster ${s.cluster}`)])));
-  view.replaceChildren(h("h1", {}, "Label next"), intro, form, grid);
+  show(turn, h("h1", {}, "Label next"), intro, form, grid);
 }
 
 // ---------- router ----------
 const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview };
+// A slow render of a page the user already left must not paint over the page they are on now.
+let currentTurn = 0;
+function show(turn, ...nodes) {
+  if (turn !== currentTurn) return false;
+  view.replaceChildren(...nodes);
+  return true;
+}
 async function route() {
+  const turn = ++currentTurn;
   const [name, query] = location.hash.replace(/^#\/?/, "").split("?");
   const key = routes[name] ? name : "gallery";
   document.querySelectorAll("nav a").forEach((a) => a.dataset.view === key ? a.setAttribute("aria-current", "page") : a.removeAttribute("aria-current"));
   document.getElementById("hover-card").hidden = true;
-  try { await routes[key](new URLSearchParams(query || "")); }
-  catch (err) { view.replaceChildren(errorBox(err)); }
+  try { await routes[key](new URLSearchParams(query || ""), turn); }
+  catch (err) { show(turn, errorBox(err)); }
   document.title = `pixelmine — ${key}`;
 }
 document.getElementById("detail").addEventListener("close", () => { if (location.hash.startsWith("#/gallery") || location.hash.startsWith("#/review")) route(); });
