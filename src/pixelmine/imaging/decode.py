@@ -122,7 +122,15 @@ def prepare(image: Image.Image, *, input_size: int, resize: int, interpolation: 
     Equals torchvision ``Resize(resize)`` + ``CenterCrop(input_size)`` on a PIL image: the crop box is
     mapped back to the source and only that region is resampled (antialiased when shrinking).
     """
-    width, height = image.size
+    box = crop_box(image.size, input_size=input_size, resize=resize)
+    resized = image.resize((input_size, input_size), _RESAMPLE[interpolation], box=box)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def crop_box(size: tuple[int, int], *, input_size: int, resize: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) in the upright source's pixels of the square :func:`prepare` takes: where
+    a network's view (and an explanation's map) lies on the image."""
+    width, height = size
     # torchvision's output size: the short side becomes `resize`, the long side int(resize * long / short)
     if width <= height:
         new_w, new_h = resize, int(resize * height / width)
@@ -132,9 +140,7 @@ def prepare(image: Image.Image, *, input_size: int, resize: int, interpolation: 
     # torchvision CenterCrop offsets, in resized pixels
     top = int(round((new_h - input_size) / 2.0))
     left = int(round((new_w - input_size) / 2.0))
-    box = (left * scale_x, top * scale_y, (left + input_size) * scale_x, (top + input_size) * scale_y)
-    resized = image.resize((input_size, input_size), _RESAMPLE[interpolation], box=box)
-    return np.asarray(resized, dtype=np.uint8)
+    return (left * scale_x, top * scale_y, (left + input_size) * scale_x, (top + input_size) * scale_y)
 
 
 def load_pixels(source, *, input_size: int, resize: int, interpolation: str = "bilinear") -> np.ndarray:

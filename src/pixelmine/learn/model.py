@@ -158,6 +158,15 @@ class Model:
             row += 1
         return result
 
+    def explain(self, paths, *, label: str | None = None, contrastive: bool = True, progress=False):
+        """Where the model looks on each image file: class activation maps (exact CAM for a linear probe,
+        Grad-CAM for a fine-tuned network), the map of ``label`` (default: the predicted class) and a
+        contrastive map against the runner-up. A list of :class:`~pixelmine.trust.explain.Explanation`, one
+        per file found; unreadable files have ``error`` set. See :mod:`pixelmine.trust.explain`."""
+        from ..trust.explain import explain
+
+        return explain(self, paths, label=label, contrastive=contrastive, progress=progress)
+
     def evaluate(self, paths=None, labels=None, *, progress=False, n_bootstrap: int = 1000, save: bool = True
                  ) -> Evaluation:
         """Evaluate on the model's test split with the catalog's current labels (default), or on ``paths``
