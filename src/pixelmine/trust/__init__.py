@@ -1,0 +1,1 @@
+"""Trust: explanations, robustness to attacks and corruptions."""
