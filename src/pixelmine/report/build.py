@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._version import __version__
 from . import sections
+from .trust import trust
 from .html import page
 from .thumbs import Thumbnails
 from ..fileio import atomic_write_text
@@ -26,7 +27,7 @@ def render(catalog, root, *, model=None, models: list[dict] | None = None) -> st
     ctx = sections.Context(catalog, Path(root), images, Thumbnails({i: r.get("path") for i, r in images.items()}),
                            model, list(models or []), kinds)
     parts = [sections.overview(ctx), *sections.findings(ctx), sections.duplicates(ctx), sections.clusters(ctx),
-             sections.model(ctx), sections.rules(ctx), sections.thresholds(ctx)]
+             sections.model(ctx), trust(ctx), sections.rules(ctx), sections.thresholds(ctx)]
     nav = [(anchor, name) for anchor, name, _ in parts]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"Workspace {Path(root).resolve()} · {len(images):,} catalogued images · generated {now}"

@@ -95,3 +95,45 @@ def silhouette_curve(scores: dict, chosen: int) -> str | None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return _to_uri(fig)
+
+
+def attack_curves(attacks: list[dict], title: str) -> str | None:
+    """Accuracy against eps (1/255) for each attack, with the 95 % intervals shaded."""
+    plt = _pyplot()
+    if plt is None or not attacks:
+        return None
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for k, name in enumerate(sorted({a["attack"] for a in attacks})):
+        rows = sorted((a for a in attacks if a["attack"] == name), key=lambda a: a["eps"])
+        eps = [a["eps"] for a in rows]
+        ax.plot(eps, [a["accuracy"] for a in rows], marker="o", color=PALETTE[k % len(PALETTE)], label=name)
+        ax.fill_between(eps, [a["low"] for a in rows], [a["high"] for a in rows], color=PALETTE[k % len(PALETTE)],
+                        alpha=0.15)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("eps (1/255, L-inf)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _to_uri(fig)
+
+
+def corruption_curves(corruptions: dict[str, dict[str, float]], clean: float, title: str) -> str | None:
+    """Accuracy against severity per corruption (severity 0 = clean), the mean in black."""
+    plt = _pyplot()
+    if plt is None or not corruptions:
+        return None
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    names = list(corruptions)
+    palette = colours(len(names))
+    for colour, name in zip(palette, names):
+        severities = [0] + [int(s) for s in corruptions[name]]
+        ax.plot(severities, [clean] + list(corruptions[name].values()), color=colour, linewidth=1, label=name)
+    mean = np.mean([list(per.values()) for per in corruptions.values()], axis=0)
+    ax.plot(range(len(mean) + 1), [clean, *mean], color="black", linewidth=2.5, label="mean")
+    ax.set_xlabel("severity")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    return _to_uri(fig)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, File, Header, Path as PathParam, Query, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -179,6 +179,21 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                   size: Annotated[int, Query(description="longest side: 128, 256 or 512")] = 256):
         path = thumbnails.thumbnail_path(ws(), image_id, size)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/images/{image_id}/explanation", tags=["browse"],
+             summary="Where the served model looks on the image: class map (JSON with the 2-D map, or a PNG overlay)")
+    def explanation(image_id: Annotated[str, PathParam(pattern=IMAGE_ID)],
+                    label: Annotated[str | None, Query(max_length=200, description="the class to explain "
+                                                       "(default: the predicted one)")] = None,
+                    format: Annotated[Literal["json", "png"], Query(description="json, or png for the overlay")] = "json",
+                    contrastive: Annotated[bool, Query(description="png: the map of this class rather than the "
+                                                       "runner-up")] = False):
+        from ..trust.explain import overlay_png
+
+        explained = browse.explain_image(ws(), image_id, model=config.model, label=label)
+        if format == "png":
+            return Response(overlay_png(explained, contrastive=contrastive), media_type="image/png")
+        return explained.to_dict()
 
     @app.get("/findings", tags=["discover"], summary="Findings of the newest discover run, worst first")
     def findings(kind: str | None = None, issues_only: bool = True,

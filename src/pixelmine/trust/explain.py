@@ -184,7 +184,7 @@ class Explainer:
             raise InputError("a fine-tuned network is explained with Grad-CAM: method='grad-cam' (or 'auto')")
         self._embedders = None
         self._network = None
-        self._finetuned = None
+        self._pixels = None
 
     # resources
     def embedders(self) -> list:
@@ -207,11 +207,13 @@ class Explainer:
         return self._network
 
     def close(self) -> None:
-        for embedder in [*(self._embedders or []), *([self._finetuned] if self._finetuned else [])]:
+        for embedder in self._embedders or []:
             embedder.close()
+        if self._pixels is not None:
+            self._pixels.close()
         self._embedders = None
         self._network = None
-        self._finetuned = None
+        self._pixels = None
 
     def __enter__(self) -> "Explainer":
         return self
@@ -299,27 +301,18 @@ class Explainer:
     # on crops the caller already has (faithfulness curves perturb them)
     def decode(self, files: list[str]):
         """Yield ``(rows, crops, {row: error})`` batches of the crops the model's network sees."""
-        from .network import same_crop
+        yield from self.on_pixels().decode(files)
 
-        if not same_crop(self.specs):
-            raise InputError(f"model {self.model.name!r} joins backbones that see different crops of an image "
-                             f"({', '.join(s.name for s in self.specs)}); perturbing one crop cannot measure it")
-        if self.model.kind == "finetune":
-            with self.model.embedder() as embedder:
-                yield from embedder.decode_files(files, batch_size=CHUNK)
-        else:
-            yield from self.embedders()[0].decode_files(files, batch_size=CHUNK)
+    def on_pixels(self):
+        if self._pixels is None:
+            from .pixels import ModelOnPixels
+
+            self._pixels = ModelOnPixels(self.model)
+        return self._pixels
 
     def probabilities_for_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """The model's probabilities (n, K) for crops (n, S, S, 3) as :meth:`decode` gives them."""
-        if self.model.kind == "finetune":
-            if self._finetuned is None:
-                self._finetuned = self.model.embedder()
-            from ..learn.finetuned_model import softmax
-
-            return softmax(self._finetuned.embed_pixels(pixels).logits.astype(np.float64))
-        features = [embedder.embed_pixels(pixels).features for embedder in self.embedders()]
-        return self.model.predict_features(np.hstack(features))[0]
+        return self.on_pixels().probabilities(pixels)
 
     def scores_for_pixels(self, pixels: np.ndarray):
         """(scores (n, K, h, w), probs (n, K), each part's feature maps) for crops seen by every part."""

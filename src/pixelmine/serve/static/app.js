@@ -135,7 +135,8 @@ async function openDetail(imageId) {
     };
     const history = h("tbody", {}, correctionRows(item.corrections));
     body.replaceChildren(h("div", { class: "detail" },
-      h("div", {}, item.status === "ok" ? h("img", { src: thumb(imageId, 512), alt: `image ${short(imageId)}` })
+      h("div", {}, item.status === "ok" ? [h("img", { id: "detail-image", src: thumb(imageId, 512), alt: `image ${short(imageId)}` }),
+        item.prediction && item.prediction.label ? explainToggle(imageId) : null]
         : h("div", { class: "thumb no-thumb" }, `${item.status}: no preview`)),
       h("div", {},
         h("h2", { id: "detail-title" }, `Image ${short(imageId)}`),
@@ -159,6 +160,29 @@ async function openDetail(imageId) {
         h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "when"), h("th", {}, "action"), h("th", {}, "from"), h("th", {}, "to"))), history))));
     document.getElementById("detail-new-label").focus();
   } catch (err) { body.replaceChildren(errorBox(err)); }
+}
+// Where the served model looks: the photo, its class map, or why this class rather than the runner-up.
+function explainToggle(imageId) {
+  const note = h("div", { class: "muted", id: "detail-explain-note" }, "");
+  const select = h("select", { id: "detail-view", "aria-label": "what the picture shows" },
+    h("option", { value: "photo" }, "photo"), h("option", { value: "class" }, "where the model looks"),
+    h("option", { value: "contrastive" }, "why not the runner-up"));
+  select.onchange = async () => {
+    const img = document.getElementById("detail-image");
+    if (select.value === "photo") { img.src = thumb(imageId, 512); note.textContent = ""; return; }
+    note.textContent = "explaining…";
+    try {
+      const info = await api(`/images/${imageId}/explanation`);
+      const contrastive = select.value === "contrastive";
+      await new Promise((resolve, reject) => {
+        img.onload = resolve; img.onerror = () => reject(new Error("the overlay could not be drawn"));
+        img.src = `/images/${imageId}/explanation?format=png${contrastive ? "&contrastive=true" : ""}`;
+      });
+      note.textContent = `${info.method} map of ${info.label} (${(info.probability * 100).toFixed(0)}%)` +
+        (contrastive && info.runner_up ? ` rather than ${info.runner_up}` : "") + "; red = strongest evidence";
+    } catch (err) { note.textContent = err.message; select.value = "photo"; img.src = thumb(imageId, 512); }
+  };
+  return h("div", { class: "explain-toggle" }, h("label", {}, "show ", select), note);
 }
 function correctionRows(rows) {
   if (!rows.length) return [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "none yet"))];
