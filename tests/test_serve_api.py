@@ -7,6 +7,7 @@ import io
 import shutil
 
 import httpx
+import numpy as np
 import pytest
 from imagefactory import encoded, photo, png_bomb
 from PIL import Image
@@ -333,3 +334,19 @@ def test_served_probabilities_equal_the_library_s(client, server):
         assert s["label"] == o.label and s["image_id"] == o.image_id
         assert s["probability"] == pytest.approx(o.probability, abs=1e-4)
         assert [t["label"] for t in s["top_k"]] == [t["label"] for t in o.top_k]
+
+
+def test_explanation_of_a_catalogued_image_as_json_and_png(client):
+    image_id = client.get("/images", params={"label": "a", "limit": 1}).json()["items"][0]["id"]
+    explained = client.get(f"/images/{image_id}/explanation")
+    assert explained.status_code == 200, explained.text
+    body = explained.json()
+    assert body["method"] == "cam" and body["label"] in COUNTS and body["runner_up"] in COUNTS
+    grid = np.asarray(body["map"])
+    assert grid.shape == tuple(body["grid"]) and 0 <= grid.min() and grid.max() <= 1
+    png = client.get(f"/images/{image_id}/explanation", params={"format": "png", "contrastive": "true"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).format == "PNG"
+    wrong_class = client.get(f"/images/{image_id}/explanation", params={"label": "zebra"})
+    assert wrong_class.status_code in (400, 422) and "zebra" in wrong_class.text
+    assert client.get(f"/images/{'0' * 64}/explanation").status_code == 404

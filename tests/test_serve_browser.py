@@ -152,6 +152,20 @@ def test_a_slow_page_the_user_left_does_not_paint_over_the_current_one(page, ser
     assert page.locator(".review-item").count() >= 2
 
 
+def test_detail_view_overlays_where_the_model_looks(page, server):
+    target = api(server, "/images?label=c&limit=1")["items"][0]
+    page.goto(f"{server.url}/#/gallery?label=c")
+    page.click(f'.tile[data-id="{target["id"]}"]')
+    page.wait_for_selector("#detail[open] #detail-view")
+    page.select_option("#detail-view", "class")
+    page.wait_for_function("document.querySelector('#detail-explain-note').textContent.startsWith('cam map of')")
+    assert "/explanation?format=png" in page.locator("#detail-image").get_attribute("src")
+    assert page.locator("#detail-image").evaluate("img => img.complete && img.naturalWidth >= 256")
+    shot(page, "explanation")
+    page.select_option("#detail-view", "photo")
+    page.wait_for_function("document.querySelector('#detail-image').src.includes('/thumbnail')")
+
+
 def test_upload_shows_the_prediction_and_similar_images(page, server, tmp_path):
     upload = tmp_path / "upload.jpg"
     upload.write_bytes(encoded(photo(7, (64, 48)), "JPEG"))

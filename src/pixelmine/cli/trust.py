@@ -100,4 +100,64 @@ def _evaluate(ws, out, model, n_images: int) -> None:
     out.say(f"\nsaved to {model.dir / 'faithfulness.json'} (shown in the report)")
 
 
-COMMANDS = [explain_command]
+def render_robustness(report) -> str:
+    clean = report.clean
+    lines = [f"robustness of {report.model} on {report.images} held-out images ({report.seconds:.0f} s): clean accuracy "
+             f"{clean['accuracy']:.3f} [{clean['low']:.3f}, {clean['high']:.3f}]"]
+    if report.attacks:
+        lines.append(table(report.attack_table(), ("attack", "eps", "accuracy", "95% interval")))
+    if report.int8:
+        check = report.int8
+        lines.append(f"int8 check at eps {check['eps']:g}/255: fp32 {check['fp32']['accuracy']:.3f}, int8 "
+                     + ("n/a" if check.get("int8") is None else f"{check['int8']['accuracy']:.3f}")
+                     + f" ({check['note']})")
+    if report.corruptions:
+        lines.append(table(report.corruption_table(), ("corruption", "1", "2", "3", "4", "5", "mean")))
+        relative = report.relative_corruption_error
+        lines.append(f"mean corruption accuracy {report.corruption_mean:.3f}; relative corruption error "
+                     + ("n/a" if relative is None else f"{relative:.2f}") + " (mean error / clean error)")
+    lines.extend(report.notes)
+    return "\n".join(lines)
+
+
+@click.command("robustness")
+@click.option("--model", "model_name", help="Model name (default: the most recently trained).")
+@click.option("--images", "n_images", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Held-out (test split) images to measure on.")
+@click.option("--eps", "epsilons", multiple=True, type=click.FloatRange(min=0), default=(0.5, 1.0, 2.0, 4.0),
+              show_default=True, help="Attack strengths in 1/255 (repeat the option).")
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True, help="PGD steps.")
+@click.option("--attacks/--no-attacks", default=True, show_default=True, help="FGSM and PGD.")
+@click.option("--corruptions/--no-corruptions", default=True, show_default=True, help="ImageNet-C corruptions.")
+@click.option("--against", "baseline", help="Another model to show beside this one (e.g. before robust training).")
+@common_options
+def robustness_command(ws, out, model_name, n_images, epsilons, steps, attacks, corruptions, baseline):
+    """How the model holds up under adversarial attacks and everyday corruptions, on held-out images.
+
+    \b
+    Examples:
+      pixelmine robustness
+      pixelmine robustness --model robust-ft --against demo-classifier
+      pixelmine robustness --eps 1 --eps 2 --no-corruptions
+
+    Attacks (FGSM, PGD with a random start, L-inf) run on the model as one PyTorch network; PGD images are
+    also tried on the int8 graph (much higher int8 accuracy is gradient masking). Corruptions follow
+    ImageNet-C at 5 severities. Saves models/NAME/robustness.json, shown in the report.
+    """
+    from ..fileio import atomic_write_json
+    from ..trust.robust import measure
+
+    reports = []
+    for name in [model_name] + ([baseline] if baseline else []):
+        model = ws.model(name)
+        report = measure(model, images=n_images, epsilons=epsilons, steps=steps, attacks=attacks,
+                         corruptions=corruptions, progress=out.progress)
+        atomic_write_json(model.dir / "robustness.json", report.to_dict())
+        reports.append(report)
+    out.result([r.to_dict() for r in reports] if baseline else reports[0].to_dict())
+    out.say("\n\n".join(render_robustness(r) for r in reports))
+    out.say(f"\nsaved to {', '.join(str(ws.model(r.model).dir / 'robustness.json') for r in reports)} "
+            "(shown in the report)")
+
+
+COMMANDS = [explain_command, robustness_command]
