@@ -521,12 +521,3 @@ def overlay_png(explanation: Explanation, *, contrastive: bool = False, max_side
     buffer = io.BytesIO()
     overlay(explanation, contrastive=contrastive, max_side=max_side).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def grid_cells(shape: tuple[int, int], size: int) -> list[tuple[slice, slice]]:
-    """The crop's pixel rectangles of each cell of an (h, w) grid over a square of side ``size``, row-major."""
-    h, w = shape
-    rows = [round(i * size / h) for i in range(h + 1)]
-    cols = [round(j * size / w) for j in range(w + 1)]
-    return [(slice(rows[i], rows[i + 1]), slice(cols[j], cols[j + 1])) for i in range(h) for j in range(w)]
-

@@ -5,9 +5,13 @@ a sanity check that a randomised head gives other maps.
   order, most important first, and the probability of the explained class is followed; a faithful map makes
   it fall fast, so the area under the curve is *low*. **Insertion** starts from the removed image and adds
   the cells back in the same order; the area is *high* for a faithful map.
-- As in RISE, deletion replaces a cell by a flat colour (here the image's own mean colour: black squares
-  would be a signal of their own on a bright image), and insertion starts from a strongly blurred copy (a
-  flat start would make the first cells inserted look like sharp patches on nothing).
+- Pixels are removed in the order of the map *upsampled to the crop* (bilinear, as the overlay shows it):
+  removal follows the map's smooth shape, not its grid's squares. The random map and the centred blob are
+  drawn at the same grid and upsampled the same way, so all three remove blobs of the same kind.
+- "Removed" means replaced by a strongly blurred copy of the image, for both curves (Fong & Vedaldi's
+  "meaningful perturbation"): black or flat patches are far from anything the network saw in training and
+  are a signal of their own (on textures, any flat patch looks like a defect), a blur takes the detail away
+  and keeps the colours. Deletion ends, and insertion starts, at the fully blurred image.
 - The same curves for a **random** order (a strong baseline, as pytorch-grad-cam's tutorial shows) and a
   **centred blob** (photographers centre their subject), on the same images, in the same run.
 - **Sanity check** (Adebayo et al. 2018): the head's weights replaced by random ones should change the map;
@@ -98,31 +102,27 @@ def centre_blob(shape: tuple[int, int]) -> np.ndarray:
     return np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * 0.25 ** 2))
 
 
-def cell_masks(shape: tuple[int, int], size: int) -> np.ndarray:
-    """(h * w, S, S) bool: the crop's pixels of each grid cell, row-major."""
-    from .explain import grid_cells
+def pixel_ranks(grid_map: np.ndarray, size: int, rng) -> np.ndarray:
+    """(S, S) int: each crop pixel's place in the removal order of ``grid_map`` upsampled to the crop (0 first);
+    ties (flat regions) are broken at random."""
+    from PIL import Image
 
-    masks = np.zeros((shape[0] * shape[1], size, size), dtype=bool)
-    for k, (rows, cols) in enumerate(grid_cells(shape, size)):
-        masks[k, rows, cols] = True
-    return masks
-
-
-def flat(pixels: np.ndarray) -> np.ndarray:
-    """Each crop filled with its own mean colour: what a deleted cell shows."""
-    means = pixels.reshape(len(pixels), -1, 3).mean(axis=1)
-    return np.broadcast_to(np.rint(means)[:, None, None, :], pixels.shape).astype(np.uint8)
+    upsampled = np.asarray(Image.fromarray(np.asarray(grid_map, np.float32), mode="F").resize(
+        (size, size), Image.Resampling.BILINEAR), dtype=np.float64)
+    jitter = rng.random((size, size)) * 1e-9 * (np.ptp(upsampled) or 1.0)
+    ranks = np.empty(size * size, dtype=np.int64)
+    ranks[np.argsort(-(upsampled + jitter).ravel(), kind="stable")] = np.arange(size * size)
+    return ranks.reshape(size, size)
 
 
-def curve_images(original: np.ndarray, deleted: np.ndarray, start: np.ndarray, order: np.ndarray,
-                 masks: np.ndarray, steps: int):
-    """Deletion and insertion images (steps - 1 interior points each) for one crop and one cell order."""
-    n_cells = len(order)
+def curve_images(original: np.ndarray, removed: np.ndarray, ranks: np.ndarray, steps: int):
+    """Deletion and insertion images (steps - 1 interior points each) for one crop and one removal order."""
+    total = ranks.size
     deletion, insertion = [], []
     for t in range(1, steps):
-        chosen = np.any(masks[order[:round(t / steps * n_cells)]], axis=0)[..., None]
-        deletion.append(np.where(chosen, deleted, original))
-        insertion.append(np.where(chosen, original, start))
+        chosen = (ranks < round(t / steps * total))[..., None]
+        deletion.append(np.where(chosen, removed, original))
+        insertion.append(np.where(chosen, original, removed))
     return deletion, insertion
 
 
@@ -164,26 +164,25 @@ def measure(model, files, *, steps: int = 10, seed: int = 0, progress=False) -> 
                     continue
                 scores, probs, maps = explainer.scores_for_pixels(pixels)
                 grid = scores.shape[-2:]
-                masks = cell_masks(grid, pixels.shape[1])
-                deleted, start = flat(pixels), blurred(pixels)
+                size = pixels.shape[1]
+                removed = blurred(pixels)
                 random_scores = _randomised_head_scores(explainer, maps, rng)
                 for k in range(len(pixels)):
                     target = int(np.argmax(probs[k]))
                     correlations.append(spearman(scores[k, target], random_scores[k, target]))
-                    orders = {"map": np.argsort(-scores[k, target].ravel(), kind="stable"),
-                              "random": rng.permutation(masks.shape[0]),
-                              "centre": np.argsort(-(centre_blob(grid) + 1e-9 * rng.random(grid)).ravel())}
-                    images, spans = [pixels[k], deleted[k], start[k]], {}
-                    for name, order in orders.items():
-                        deletion, insertion = curve_images(pixels[k], deleted[k], start[k], order, masks, steps)
+                    orders = {"map": scores[k, target], "random": rng.random(grid), "centre": centre_blob(grid)}
+                    images, spans = [pixels[k], removed[k]], {}
+                    for name, grid_map in orders.items():
+                        deletion, insertion = curve_images(pixels[k], removed[k], pixel_ranks(grid_map, size, rng),
+                                                           steps)
                         spans[name] = len(images)
                         images.extend(deletion + insertion)
                     p = explainer.probabilities_for_pixels(np.stack(images))[:, target]
-                    full, gone, blank = p[0], p[1], p[2]
+                    full, empty = p[0], p[1]
                     for name, first in spans.items():
                         interior = p[first:first + 2 * (steps - 1)]
-                        curves["deletion"][name].append([full, *interior[:steps - 1], gone])
-                        curves["insertion"][name].append([blank, *interior[steps - 1:], full])
+                        curves["deletion"][name].append([full, *interior[:steps - 1], empty])
+                        curves["insertion"][name].append([empty, *interior[steps - 1:], full])
                 report(done, len(files))
         finally:
             close()

@@ -19,8 +19,10 @@ from ..errors import InputError
 
 
 def _crop_key(spec) -> tuple:
+    # the framing, not the resampling filter: two parts that frame the image alike share one crop (the first
+    # part's resampling), a difference far below what any attack or corruption changes
     pre = spec.preprocessing
-    return pre.input_size, pre.resize, pre.interpolation
+    return pre.input_size, pre.resize
 
 
 def model_backbones(model) -> list:
