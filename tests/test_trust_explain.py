@@ -201,3 +201,14 @@ def test_explain_function_keeps_missing_files_in_order(cue, tmp_path):
     good = sorted((images / "plain").glob("*.png"))[0]
     results = explain(model, [tmp_path / "missing.png", good])
     assert [r.ok for r in results] == [False, True]
+
+
+def test_a_model_without_a_network_gets_an_error_naming_the_fix(tmp_path):
+    from learnkit import FAST, labelled_workspace
+
+    ws, *_ = labelled_workspace(tmp_path, {"a": 12, "b": 12})
+    model = ws.train("logreg", **{k: v for k, v in FAST.items() if k != "auto"}, progress=False)
+    with pytest.raises(InputError, match="no network for.*pixelmine train --backbone"):
+        model.explain([ws.images()[0]["path"]])
+    with pytest.raises(InputError, match="no network for"):
+        measure_robustness(model, images=4)

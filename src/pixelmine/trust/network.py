@@ -29,9 +29,17 @@ def model_backbones(model) -> list:
     """The backbone specs a model's images go through (two for an ``A+B`` probe), in feature order."""
     from .. import backbones
 
-    if model.kind == "finetune":
-        return [backbones.get(model.as_backbone, root=model.root)]
-    return [backbones.get(source["backbone"], root=model.root) for source in model.feature_sources]
+    names = [model.as_backbone] if model.kind == "finetune" else [s["backbone"] for s in model.feature_sources]
+    specs = []
+    for name in names:
+        try:
+            specs.append(backbones.get(name, root=model.root))
+        except InputError as exc:
+            raise InputError(f"model {model.name!r} was trained on features of {name!r}, a backbone pixelmine has "
+                             f"no network for here ({exc}); explanations and attacks need the network: train on "
+                             "a backbone it can run, e.g. pixelmine extract && pixelmine train --backbone "
+                             "mobilenet_v2") from None
+    return specs
 
 
 def same_crop(specs) -> bool:
