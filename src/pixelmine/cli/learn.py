@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..learn.config import HEAD_NAMES, TrainConfig
+from ..learn.config import AUGMENT_NAMES, HEAD_NAMES, TrainConfig
 from .common import common_options, table
 from ..defaults import DEFAULT_BACKBONE
 
@@ -36,6 +36,8 @@ def _epoch_printer(out):
     def show(record: dict) -> None:
         val = ("" if record["val_loss"] is None else
                f", val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.3f}")
+        if record.get("val_pgd_accuracy") is not None:
+            val += f", val PGD-10 acc {record['val_pgd_accuracy']:.3f}"
         out.note(f"epoch {record['epoch']} ({record['phase']}): train loss {record['train_loss']:.4f} "
                  f"acc {record['train_accuracy']:.3f}{val}, {record['seconds']:.0f} s")
     return show
@@ -64,13 +66,20 @@ def _epoch_printer(out):
 @click.option("--frozen-epochs", type=click.IntRange(min=0), help="Fine-tuning epochs with the backbone frozen.")
 @click.option("--max-train-images", type=click.IntRange(min=1), help="Fine-tune on a stratified sample of at most N.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Fine-tuning device (default auto).")
+@click.option("--adversarial", type=click.FloatRange(min=0, max=255), metavar="EPS",
+              help="Fine-tune with fast adversarial training at an L-inf radius of EPS grey levels (EPS/255; "
+                   "e.g. 2), keeping the epoch with the best PGD accuracy on val. With --head finetune.")
+@click.option("--augment", type=click.Choice(AUGMENT_NAMES),
+              help="Fine-tuning augmentation: standard (the default) or augmix (adds AugMix, for robustness to "
+                   "corruptions). With --head finetune.")
 @click.option("--search-budget", type=click.FloatRange(min=0), help="Seconds for the hyper-parameter search (60).")
 @click.option("--clean", is_flag=True,
               help="Leave out near-copies of test images and confident label issues (from pixelmine discover; "
                    "run first when missing) and report test accuracy before and after. Preview: pixelmine clean.")
 @common_options
 def train_command(ws, out, head, name, backbone_names, budget, config_file, split_column, seed, exclude_classes,
-                  resplit, resume, epochs, frozen_epochs, max_train_images, device, search_budget, clean):
+                  resplit, resume, epochs, frozen_epochs, max_train_images, device, adversarial, augment, search_budget,
+                  clean):
     """Train a classifier on the labelled images, measure it on a held-out test split, and save it.
 
     \b
@@ -80,6 +89,7 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
       pixelmine train --head logreg                    # logistic regression on MobileNetV2 features
       pixelmine train --head svm --name best-svm
       pixelmine train --head finetune --epochs 6       # fine-tune MobileNetV2 itself
+      pixelmine train --head finetune --adversarial 2  # ... robust to changes of 2 grey levels
       pixelmine train --split-column fold --exclude-class other
 
     Splits are stratified 70/15/15 (seeded) and keep exact and near-duplicate images in one split; they are
@@ -117,8 +127,17 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
                        ("device", device)):
         if value is not None:
             overrides[f"finetune.{key}"] = value
+    if adversarial is not None:
+        overrides["finetune.adversarial_eps"] = adversarial / 255  # the config keeps pixel units of [0, 1]
+    if augment is not None:
+        overrides["finetune.augment"] = augment
     config = (TrainConfig.from_file(config_file, **overrides) if config_file
               else TrainConfig.from_mapping(None, **overrides))
+    robust_flags = [flag for flag, value in (("--adversarial", adversarial), ("--augment", augment))
+                    if value is not None]
+    if robust_flags and config.head != "finetune":
+        raise click.UsageError(f"only fine-tuning uses {' and '.join(robust_flags)}, and this training's head is "
+                               f"{config.head}: add --head finetune")
     model = ws.train(config=config, resplit=resplit, resume=resume, progress=out.progress,
                      on_epoch=_epoch_printer(out))
     metrics = model.metrics

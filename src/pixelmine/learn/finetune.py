@@ -8,8 +8,16 @@ the top, the backbone running without gradients and with fixed batch-norm statis
 ``lr``, so pretrained features are adjusted, not erased). Gradients are clipped to norm 5.
 Both phases: AdamW, a linear warm-up and a cosine learning-rate schedule per phase, label smoothing,
 augmentation of the
-training images. Early stopping on the validation loss (phase 2) with ``patience``; the weights of the
-epoch with the lowest validation loss are kept.
+training images (``augment="augmix"`` adds AugMix, for corruptions). Early stopping on the validation loss
+(phase 2) with ``patience``; the weights of the epoch with the lowest validation loss are kept.
+
+``adversarial_eps > 0``: fast adversarial training (Wong, Rice & Kolter 2020). Every training batch is
+replaced by its FGSM-with-random-start version at that L-inf radius, made in pixel space ([0, 1], before the
+backbone's normalisation) with the network in its training mode. One-step training can overfit
+catastrophically (robust accuracy falls to 0 within an epoch while the training loss looks fine), so after
+every epoch PGD-10 accuracy is measured on a fixed sample of at most 128 val images, and that score, not the
+val loss, picks the kept epoch and drives early stopping (ties: the lower val loss). It is ``val_pgd_accuracy``
+in the history.
 
 A checkpoint is written after every epoch (``checkpoints/epoch-NNN.pt``, only the newest kept, plus
 ``checkpoints/best.pt``); ``resume=True`` continues from it. Every epoch reseeds from (seed, epoch), so a
@@ -34,13 +42,16 @@ from . import artifacts
 from .config import TrainConfig
 from .metrics import evaluate
 from .outcome import TrainOutcome
-from .network import ImageDataset, augmentation, build_network, set_trainable, train_mode, tta_moves, tta_views
+from .network import (ImageDataset, PixelLogits, augmentation, build_network, set_trainable, to_network_pixels,
+                      to_unit_pixels, train_mode, tta_moves, tta_views)
 from .novelty import NoveltyScorer
 from .search import stratified_subsample
 from ..fileio import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 5.0  # gradient clipping: one odd batch cannot throw the pretrained weights far
+ROBUST_VAL_IMAGES = 128  # the val sample PGD scores every epoch: PGD-10 costs 11 forward and 10 backward passes
+ROBUST_VAL_STEPS = 10
 
 
 def resolve_device(name: str) -> str:
@@ -114,6 +125,10 @@ class _Trainer:
         self.total_epochs = self.ft.frozen_epochs + self.ft.epochs
         self.state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": -1, "bad_epochs": 0, "history": [],
                       "stopped_early": False, "skipped_images": 0}
+        self.eps = self.ft.adversarial_eps
+        self.robust_val = self._robust_val_sample() if self.eps > 0 else None
+        if self.robust_val is not None:
+            self.state["best_val_pgd_accuracy"] = None
 
     def _phase(self, epoch: int) -> str:
         return "frozen" if epoch < self.ft.frozen_epochs else "unfrozen"
@@ -176,11 +191,16 @@ class _Trainer:
             val_loss, val_acc = self._validate()
             monitored = val_loss if val_loss is not None else train_loss
             record = {"epoch": epoch + 1, "phase": phase, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
-                      "seconds": round(time.perf_counter() - started, 2)}
+                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+            robust = None
+            if self.robust_val is not None:
+                robust = record["val_pgd_accuracy"] = self._robust_validate()
+            record["seconds"] = round(time.perf_counter() - started, 2)
             self.state["history"].append(record)
-            if monitored < self.state["best_val_loss"] - 1e-4:
+            if self._improved(monitored, robust):
                 self.state.update(best_val_loss=monitored, best_epoch=epoch + 1, bad_epochs=0)
+                if robust is not None:
+                    self.state["best_val_pgd_accuracy"] = robust
                 _atomic_torch_save(self.net.state_dict(), self.dir / "best.pt")
             else:
                 self.state["bad_epochs"] += 1
@@ -193,8 +213,10 @@ class _Trainer:
             for old in self.dir.glob("epoch-*.pt"):
                 if old != self._checkpoint_path(epoch + 1):
                     old.unlink()
-            log.info("epoch %d/%d (%s): train loss %.4f acc %.3f, val loss %s acc %s, %.1f s", epoch + 1,
-                     self.total_epochs, phase, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc), record["seconds"])
+            log.info("epoch %d/%d (%s): train loss %.4f acc %.3f, val loss %s acc %s%s, %.1f s", epoch + 1,
+                     self.total_epochs, phase, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc),
+                     "" if robust is None else f", val PGD-{ROBUST_VAL_STEPS} acc {robust:.3f} at eps "
+                                               f"{self.eps * 255:g}/255", record["seconds"])
             if on_epoch is not None:
                 on_epoch(record)
         best = self.dir / "best.pt"
@@ -202,10 +224,20 @@ class _Trainer:
             self.net.load_state_dict(torch.load(best, map_location=self.device, weights_only=True))
         return self.state
 
+    def _improved(self, monitored: float, robust: float | None) -> bool:
+        """Whether this epoch's weights replace the kept ones: a lower val loss, or with adversarial training a
+        higher PGD val accuracy (``best_val_loss`` is then the val loss of the kept epoch, the tie-breaker)."""
+        lower_loss = monitored < self.state["best_val_loss"] - 1e-4
+        if robust is None:
+            return lower_loss
+        best = self.state.get("best_val_pgd_accuracy")
+        return best is None or robust > best + 1e-9 or (robust >= best - 1e-9 and lower_loss)
+
     def _train_epoch(self, epoch: int, optimizer, scheduler, scaler) -> tuple[float, float]:
         seed = self.config.seed * 100_003 + epoch  # per epoch: a resumed run draws the same numbers
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
+        attack_generator = torch.Generator().manual_seed(seed + 1)  # the random starts: not the shuffle's draws
         loader = _loader(self.train_ds, self.ft.batch_size, num_workers=self.ft.num_workers, shuffle=True,
                          generator=generator)
         train_mode(self.net, freeze_batchnorm=self.ft.freeze_batchnorm)
@@ -219,6 +251,8 @@ class _Trainer:
                 if len(targets) == 0:
                     continue
             pixels, targets = pixels.to(self.device), targets.to(self.device)
+            if self.eps > 0:
+                pixels = self._adversarial(pixels, targets, attack_generator)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
                 logits, _ = self.net(pixels)
                 loss = self.loss_fn(logits.float(), targets)
@@ -234,6 +268,39 @@ class _Trainer:
             seen += len(targets)
             self.report(epoch * self.steps_per_epoch + step + 1, self.total_epochs * self.steps_per_epoch)
         return total_loss / max(seen, 1), correct / max(seen, 1)
+
+    def _adversarial(self, pixels: torch.Tensor, targets: torch.Tensor, generator) -> torch.Tensor:
+        """The FGSM-with-random-start version of a uint8 NHWC batch, as float NHWC pixels in 0..255. Made in
+        fp32 (no autocast): fp16 gradients underflow to 0 for the small ones, and the sign of 0 is no step."""
+        from ..trust.attacks import fgsm_random_start
+
+        adversarial = fgsm_random_start(PixelLogits(self.net), to_unit_pixels(pixels), targets, self.eps,
+                                        generator=generator)
+        return to_network_pixels(adversarial)
+
+    def _robust_val_sample(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(pixels (n, 3, S, S) in [0, 1], targets) of a fixed stratified sample of the val split (decodable
+        images only), or None when there is no val split: then the lowest training loss picks the epoch."""
+        if len(self.val_ds) == 0:
+            return None
+        rows = stratified_subsample(np.asarray(self.val_ds.targets), ROBUST_VAL_IMAGES, self.config.seed)
+        items = [self.val_ds[int(row)] for row in rows]
+        items = [(pixels, target) for pixels, target, ok in items if ok]
+        if not items:
+            return None
+        pixels = to_unit_pixels(torch.stack([pixels for pixels, _ in items]))
+        return pixels, torch.as_tensor([target for _, target in items], dtype=torch.int64)
+
+    def _robust_validate(self) -> float:
+        """PGD-10 accuracy at the training eps on the fixed val sample; the same random starts every epoch, so
+        epochs differ by their weights only."""
+        from ..trust.attacks import robust_accuracy
+
+        pixels, targets = self.robust_val
+        correct, _ = robust_accuracy(PixelLogits(self.net), pixels, targets, self.eps, attack="pgd",
+                                     steps=ROBUST_VAL_STEPS, batch_size=self.ft.batch_size,
+                                     generator=torch.Generator().manual_seed(self.config.seed))
+        return float(correct.mean())
 
     @torch.no_grad()
     def _validate(self) -> tuple[float | None, float | None]:
@@ -320,13 +387,23 @@ def train_finetune(root, directory: Path, data, split, X: np.ndarray, config: Tr
     val_ds = _dataset(paths[val], targets[val], spec)
     report, close = resolve_progress(progress, f"fine-tune {config.backbone}", unit="batch")
     try:
-        state = _Trainer(net, config, train_ds, val_ds, directory / "checkpoints", device, report).run(
-            resume=resume, on_epoch=on_epoch)
+        trainer = _Trainer(net, config, train_ds, val_ds, directory / "checkpoints", device, report)
+        state = trainer.run(resume=resume, on_epoch=on_epoch)
     finally:
         close()
     train_s = time.perf_counter() - started
     if state["skipped_images"]:
         notes.append(f"{state['skipped_images']} training images could not be decoded and were skipped")
+    robustness = {}
+    if ft.adversarial_eps > 0:
+        val_images = 0 if trainer.robust_val is None else len(trainer.robust_val[1])
+        robustness["adversarial_training"] = {
+            "eps": ft.adversarial_eps, "eps_255": round(ft.adversarial_eps * 255, 4),
+            "train_attack": "fgsm_random_start", "val_attack": f"pgd-{ROBUST_VAL_STEPS}", "val_images": val_images,
+            "best_val_pgd_accuracy": state.get("best_val_pgd_accuracy")}
+        if not val_images:
+            notes.append("adversarial training had no decodable val images to measure PGD accuracy on; the epoch "
+                         "with the lowest training loss (on adversarial images) was kept")
     amp = device == "cuda" and ft.mixed_precision
     t0 = time.perf_counter()
     test_loader = _loader(_dataset(paths[test], targets[test], spec), ft.batch_size, num_workers=ft.num_workers)
@@ -359,4 +436,4 @@ def train_finetune(root, directory: Path, data, split, X: np.ndarray, config: Tr
         timings={"train_s": round(train_s, 2), "test_s": round(test_s, 2), "epochs_run": state["epoch"],
                  "best_epoch": state["best_epoch"], "device": device,
                  "probe_init": None if initialised is None else initialised["params"]},
-        notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"]})
+        notes=notes + oof_notes, extra_info={"network": network_info, "history": state["history"], **robustness})

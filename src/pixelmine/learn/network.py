@@ -31,9 +31,33 @@ class FinetuneNet(nn.Module):
         return out[0] if isinstance(out, tuple) else out
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (N, K), features (N, D)) for uint8 pixels (N, S, S, 3)."""
+        """(logits (N, K), features (N, D)) for uint8 pixels (N, S, S, 3), or float ones in 0..255 (the
+        adversarial images of :func:`to_network_pixels`)."""
         features = self.features(pixels)
         return self.classifier(self.dropout(features)), features
+
+
+class PixelLogits(nn.Module):
+    """A FinetuneNet seen as attacks see a model (:mod:`pixelmine.trust.attacks`): float (N, 3, S, S) pixels in
+    [0, 1] in, logits out. The backbone normalises 0..255 pixels itself, so an attack perturbs pixels, not
+    normalised values, and its eps is in grey levels / 255. The same modules: no copy, modes and weights shared."""
+
+    def __init__(self, net: FinetuneNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(to_network_pixels(x))[0]
+
+
+def to_unit_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC (the datasets' batches) -> float NCHW in [0, 1] (the attacks' pixels)."""
+    return pixels.permute(0, 3, 1, 2).float() / 255.0
+
+
+def to_network_pixels(x: torch.Tensor) -> torch.Tensor:
+    """float NCHW in [0, 1] -> float NHWC in 0..255, which FinetuneNet takes as it takes uint8."""
+    return x.permute(0, 2, 3, 1) * 255.0
 
 
 def build_network(backbone: str, n_classes: int, dropout: float, *, device: str = "cpu", root=None) -> FinetuneNet:
@@ -173,8 +197,10 @@ class _RandomTurns(torch.nn.Module):
 
 class Augmentation:
     """Random resized crop (optional), flips, exact turns, small rotations, colour jitter on uint8 CHW
-    (torchvision.transforms.v2). ``resizes`` tells the dataset whether to hand over the decoded image (the
-    crop resizes it) or the evaluation input (no crop: the input keeps its exact pixels)."""
+    (torchvision.transforms.v2), then AugMix with ``augment="augmix"`` (Hendrycks et al. 2020: mixtures of
+    random chains of operations, for robustness to corruptions such as blur, noise or compression).
+    ``resizes`` tells the dataset whether to hand over the decoded image (the crop resizes it) or the
+    evaluation input (no crop: the input keeps its exact pixels)."""
 
     def __init__(self, config, input_size: int, interpolation: str):
         from torchvision.transforms import InterpolationMode, v2
@@ -196,6 +222,8 @@ class Augmentation:
         if config.color_jitter:
             j = config.color_jitter
             steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+        if config.augment == "augmix":  # last: it mixes chains of operations over the image training would see
+            steps.append(v2.AugMix())
         self.transform = v2.Compose(steps) if steps else None
 
     def __call__(self, chw: torch.Tensor) -> torch.Tensor:

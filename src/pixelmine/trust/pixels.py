@@ -71,9 +71,9 @@ class ModelOnPixels:
         for start in range(0, len(pixels), CHUNK):
             chunk = pixels[start:start + CHUNK]
             if self.model.kind == "finetune":
-                from ..learn.finetuned_model import softmax
+                from scipy.special import softmax
 
-                out.append(softmax(self.embedders()[0].embed_pixels(chunk).logits.astype(np.float64)))
+                out.append(softmax(self.embedders()[0].embed_pixels(chunk).logits.astype(np.float64), axis=1))
             else:
                 features = np.hstack([e.embed_pixels(chunk).features for e in self.embedders()])
                 out.append(self.model.predict_features(features)[0])
