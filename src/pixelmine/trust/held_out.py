@@ -18,7 +18,7 @@ class HeldOut:
 
 def held_out(model, *, limit: int | None = None, seed: int = 0) -> HeldOut:
     """Up to ``limit`` of ``model``'s test images that are still in the workspace with a label it knows,
-    drawn at random (``seed``) but stratified by class so a small sample keeps every class."""
+    drawn at random (``seed``), stratified so a sample keeps the test split's class shares."""
     from ..corrections import effective_labels
 
     with np.load(model.dir / "data.npz", allow_pickle=False) as data:
@@ -36,16 +36,12 @@ def held_out(model, *, limit: int | None = None, seed: int = 0) -> HeldOut:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(usable))
     if limit is not None and limit < len(usable):
-        by_class: dict[str, list[int]] = {}
-        for k in order:
-            by_class.setdefault(labels[usable[k]], []).append(k)
-        # round robin over the classes: every class keeps its share of a small sample
-        picked: list[int] = []
-        queues = [list(v) for _, v in sorted(by_class.items())]
-        while len(picked) < limit:
-            for queue in queues:
-                if queue and len(picked) < limit:
-                    picked.append(queue.pop(0))
-        order = np.asarray(sorted(picked))
+        # proportional stratification: the k-th of a class's n images (in random order) sits at (k + 0.5) / n,
+        # so any prefix of the merged order keeps the classes' shares of the test split (and every class)
+        position = np.empty(len(usable))
+        for label in set(labels[i] for i in usable):
+            members = [k for k in order if labels[usable[k]] == label]
+            position[members] = (np.arange(len(members)) + 0.5) / len(members)
+        order = np.asarray(sorted(np.argsort(position, kind="stable")[:limit]))
     chosen = [usable[k] for k in order]
     return HeldOut(chosen, [rows[i]["path"] for i in chosen], [labels[i] for i in chosen])
