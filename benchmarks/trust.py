@@ -102,7 +102,7 @@ def bench_robust(workdir: Path) -> dict:
     return report.to_dict()
 
 
-def bench_train(workdir: Path) -> dict:
+def bench_train(workdir: Path, only: list[str] | None = None) -> dict:
     from pixelmine.trust.robust import measure
 
     ws, default = default_model("demo", workdir)
@@ -112,11 +112,14 @@ def bench_train(workdir: Path) -> dict:
                 "finetune-augmix": {**schedule, "augment": "augmix"}}
     results = {"default": robustness_rows(measure(default, images=IMAGES, epsilons=(1.0,)))}
     for name, options in variants.items():
+        if only and name not in only:
+            continue
         print(f"\n[demo] training {name}; {load()}")
         started = time.perf_counter()
         model = ws.train("finetune", name=name, progress=False, finetune=options)
         train_s = time.perf_counter() - started
-        results[name] = {"train_s": train_s, **robustness_rows(measure(model, images=IMAGES, epsilons=(1.0,)))}
+        results[name] = {"train_s": train_s, "test_accuracy": model.info["test_metrics"]["accuracy"],
+                         **robustness_rows(measure(model, images=IMAGES, epsilons=(1.0,)))}
     rows = [(name, f"{r.get('train_s', 0):.0f}", f"{r['clean']:.3f}", f"{r['pgd_1']:.3f}", f"{r['corruption_mean']:.3f}")
             for name, r in results.items()]
     print_table(f"demo: training that holds up ({IMAGES} held-out images)",
@@ -130,6 +133,8 @@ def main(argv=None) -> None:
     parser.add_argument("--part", choices=["explain", "robust", "train", "all"], default="all")
     parser.add_argument("--data", choices=["demo", "fashion", "both"], default="both", help="for --part explain")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "bench-auto")
+    parser.add_argument("--only", nargs="+", help="for --part train: only these variants (finetune, "
+                        "finetune-adversarial-1, finetune-augmix)")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "started": load()}
@@ -140,7 +145,7 @@ def main(argv=None) -> None:
     if args.part in ("robust", "all"):
         results["robust"] = bench_robust(args.workdir)
     if args.part in ("train", "all"):
-        results["train"] = bench_train(args.workdir)
+        results["train"] = bench_train(args.workdir, args.only)
     with (args.workdir / "trust-results.json").open("a") as out:
         out.write(json.dumps(results, default=str) + "\n")
 

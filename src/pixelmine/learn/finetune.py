@@ -15,9 +15,9 @@ training images (``augment="augmix"`` adds AugMix, for corruptions). Early stopp
 replaced by its FGSM-with-random-start version at that L-inf radius, made in pixel space ([0, 1], before the
 backbone's normalisation) with the network in its training mode. One-step training can overfit
 catastrophically (robust accuracy falls to 0 within an epoch while the training loss looks fine), so after
-every epoch PGD-10 accuracy is measured on a fixed sample of at most 128 val images, and that score, not the
-val loss, picks the kept epoch and drives early stopping (ties: the lower val loss). It is ``val_pgd_accuracy``
-in the history.
+every epoch PGD-10 accuracy (balanced over the classes) is measured on a fixed sample of at most 128 val
+images, and that score, not the val loss, picks the kept epoch and drives early stopping (ties: the lower val
+loss). It is ``val_pgd_accuracy`` in the history. The radius ramps up linearly over the first epoch.
 
 A checkpoint is written after every epoch (``checkpoints/epoch-NNN.pt``, only the newest kept, plus
 ``checkpoints/best.pt``); ``resume=True`` continues from it. Every epoch reseeds from (seed, epoch), so a
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 5.0  # gradient clipping: one odd batch cannot throw the pretrained weights far
 ROBUST_VAL_IMAGES = 128  # the val sample PGD scores every epoch: PGD-10 costs 11 forward and 10 backward passes
 ROBUST_VAL_STEPS = 10
+EPS_RAMP_EPOCHS = 1  # adversarial training reaches its full radius after this many epochs
 
 
 def resolve_device(name: str) -> str:
@@ -252,7 +253,8 @@ class _Trainer:
                     continue
             pixels, targets = pixels.to(self.device), targets.to(self.device)
             if self.eps > 0:
-                pixels = self._adversarial(pixels, targets, attack_generator)
+                pixels = self._adversarial(pixels, targets, attack_generator,
+                                           self._ramped_eps(epoch, step))
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
                 logits, _ = self.net(pixels)
                 loss = self.loss_fn(logits.float(), targets)
@@ -269,12 +271,18 @@ class _Trainer:
             self.report(epoch * self.steps_per_epoch + step + 1, self.total_epochs * self.steps_per_epoch)
         return total_loss / max(seen, 1), correct / max(seen, 1)
 
-    def _adversarial(self, pixels: torch.Tensor, targets: torch.Tensor, generator) -> torch.Tensor:
+    def _ramped_eps(self, epoch: int, step: int) -> float:
+        """The training radius, ramped up linearly over the first epoch: the probe-initialised top has never
+        seen perturbed images, and the full radius at once made its first updates throw it to one class."""
+        progress = (epoch * self.steps_per_epoch + step + 1) / max(1, self.steps_per_epoch * EPS_RAMP_EPOCHS)
+        return self.eps * min(1.0, progress)
+
+    def _adversarial(self, pixels: torch.Tensor, targets: torch.Tensor, generator, eps: float) -> torch.Tensor:
         """The FGSM-with-random-start version of a uint8 NHWC batch, as float NHWC pixels in 0..255. Made in
         fp32 (no autocast): fp16 gradients underflow to 0 for the small ones, and the sign of 0 is no step."""
         from ..trust.attacks import fgsm_random_start
 
-        adversarial = fgsm_random_start(PixelLogits(self.net), to_unit_pixels(pixels), targets, self.eps,
+        adversarial = fgsm_random_start(PixelLogits(self.net), to_unit_pixels(pixels), targets, eps,
                                         generator=generator)
         return to_network_pixels(adversarial)
 
@@ -300,7 +308,10 @@ class _Trainer:
         correct, _ = robust_accuracy(PixelLogits(self.net), pixels, targets, self.eps, attack="pgd",
                                      steps=ROBUST_VAL_STEPS, batch_size=self.ft.batch_size,
                                      generator=torch.Generator().manual_seed(self.config.seed))
-        return float(correct.mean())
+        # balanced over the classes: a network that answers the majority class for everything is "robust"
+        # at that class's share of plain accuracy, and must not win the epoch for it (it scores 1 / K here)
+        labels = targets.numpy()
+        return float(np.mean([correct[labels == c].mean() for c in np.unique(labels)]))
 
     @torch.no_grad()
     def _validate(self) -> tuple[float | None, float | None]:
