@@ -212,3 +212,13 @@ def test_a_model_without_a_network_gets_an_error_naming_the_fix(tmp_path):
         model.explain([ws.images()[0]["path"]])
     with pytest.raises(InputError, match="no network for"):
         measure_robustness(model, images=4)
+
+
+def test_a_model_that_answers_one_class_is_called_out(cue, monkeypatch):
+    from pixelmine.trust.pixels import ModelOnPixels
+
+    _, model, _, _ = cue
+    monkeypatch.setattr(ModelOnPixels, "probabilities",
+                        lambda self, pixels: np.tile([0.9, 0.1], (len(pixels), 1)))
+    report = measure_robustness(model, images=12, attacks=False, corruptions=False)
+    assert any("answers 'cue' for 12 of 12" in note for note in report.notes)

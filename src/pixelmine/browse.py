@@ -289,14 +289,9 @@ def cluster_map(ws, *, limit: int = 100_000) -> dict:
 def explain_image(ws, image_id: str, *, model: str | None = None, label: str | None = None):
     """The :class:`~pixelmine.trust.explain.Explanation` of a catalogued image by ``model`` (default: the
     newest): ImageNotFoundError for an unknown id, NotFittedError when no file of it can be read."""
-    rows = ws.catalog.query("SELECT status FROM images WHERE id = ?", (image_id,))
-    if not rows:
-        raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog; ids are the sha256 of the file")
-    if rows[0]["status"] != "ok":
-        raise NotFittedError(f"image {image_id[:12]} has status {rows[0]['status']!r}; it cannot be decoded, so it "
-                             "cannot be explained (see pixelmine files --problems)")
-    paths = [r["path"] for r in ws.catalog.query(
-        "SELECT path FROM paths WHERE image_id = ? AND present = 1 ORDER BY path", (image_id,))]
+    from .thumbnails import decodable_paths
+
+    paths = decodable_paths(ws, image_id, "it cannot be explained")
     if not paths:
         raise NotFittedError(f"no file of image {image_id[:12]} is present any more; run pixelmine ingest again")
     explanation = ws.model(model).explain(paths[:1], label=label)[0]

@@ -34,14 +34,7 @@ def thumbnail_path(ws, image_id: str, size: int = 256) -> Path:
         if _whole_jpeg(target):
             return target
         logging.getLogger(__name__).warning("the cached thumbnail %s is damaged; making it again", target)
-    rows = ws.catalog.query("SELECT status FROM images WHERE id = ?", (image_id,))
-    if not rows:
-        raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog")
-    if rows[0]["status"] != "ok":
-        raise NotFittedError(f"image {image_id[:12]} has status {rows[0]['status']!r}; it cannot be decoded, so "
-                             "it has no thumbnail (see pixelmine files --problems)")
-    paths = [r["path"] for r in ws.catalog.query(
-        "SELECT path FROM paths WHERE image_id = ? AND present = 1 ORDER BY path", (image_id,))]
+    paths = decodable_paths(ws, image_id, "it has no thumbnail")
     errors = []
     for path in paths:
         try:
@@ -53,6 +46,19 @@ def thumbnail_path(ws, image_id: str, size: int = 256) -> Path:
         return target
     raise NotFittedError(f"image {image_id[:12]} has no readable file on disk any more"
                          + (f" ({errors[0]})" if errors else "") + "; re-run pixelmine ingest")
+
+
+def decodable_paths(ws, image_id: str, consequence: str) -> list[str]:
+    """The present paths of a catalogued image that decodes: ImageNotFoundError for an unknown id,
+    NotFittedError (ending with ``consequence``, e.g. "it has no thumbnail") for an image with a bad status."""
+    rows = ws.catalog.query("SELECT status FROM images WHERE id = ?", (image_id,))
+    if not rows:
+        raise ImageNotFoundError(f"no image with id {image_id!r} in the catalog")
+    if rows[0]["status"] != "ok":
+        raise NotFittedError(f"image {image_id[:12]} has status {rows[0]['status']!r}; it cannot be decoded, so "
+                             f"{consequence} (see pixelmine files --problems)")
+    return [r["path"] for r in ws.catalog.query(
+        "SELECT path FROM paths WHERE image_id = ? AND present = 1 ORDER BY path", (image_id,))]
 
 
 def make_thumbnail(source, size: int) -> bytes:
