@@ -68,3 +68,11 @@ def tinted_folders(root: Path, counts: dict[str, tuple[int, tuple[int, int, int]
             save(Image.fromarray(pixels), root / label / f"{label}_{k:04d}.jpg")
             seed += 1
     return root
+
+
+def tinted_workspace(root: Path, counts: dict[str, tuple[int, tuple[int, int, int]]]):
+    """A workspace with :func:`tinted_folders` ingested (labels from the folders)."""
+    source = tinted_folders(root / "images", counts)
+    ws = pixelmine.open_workspace(root / "ws")
+    ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
+    return ws

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from learnkit import tinted_folders
+from learnkit import tinted_folders, tinted_workspace
 
 import pixelmine
 from pixelmine.learn.network import FinetuneNet, backbone_blocks, set_trainable
@@ -18,11 +18,7 @@ SMALL = {"backbone": "tiny_test", "bootstrap": 20, "cv_folds": 2, "search_budget
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("finetune")
-    source = tinted_folders(tmp / "images", {"red": (14, (230, 40, 40)), "blue": (14, (40, 40, 230))})
-    ws = pixelmine.open_workspace(tmp / "ws")
-    ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
-    return ws
+    return tinted_workspace(tmp_path_factory.mktemp("finetune"), {"red": (14, (230, 40, 40)), "blue": (14, (40, 40, 230))})
 
 
 def _weights(model):

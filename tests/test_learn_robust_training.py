@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from learnkit import tinted_folders
+from learnkit import tinted_folders, tinted_workspace
 from torch import nn
 
 import pixelmine
@@ -125,11 +125,7 @@ def test_robustness_settings_are_checked():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("robust")
-    source = tinted_folders(tmp / "images", {"red": (10, (230, 40, 40)), "blue": (10, (40, 40, 230))})
-    ws = pixelmine.open_workspace(tmp / "ws")
-    ws.ingest(source, labels_from_folders=True, progress=False, workers=1)
-    return ws
+    return tinted_workspace(tmp_path_factory.mktemp("robust"), {"red": (10, (230, 40, 40)), "blue": (10, (40, 40, 230))})
 
 
 def _run(*args):

@@ -189,8 +189,8 @@ class Explainer:
     # resources
     def embedders(self) -> list:
         if self._embedders is None:
-            embedder = self.model.embedder()
-            self._embedders = list(getattr(embedder, "embedders", [embedder]))
+            # the same sessions the perturbed crops run through (faithfulness): one network load, not two
+            self._embedders = self.on_pixels().embedders()
             for part, spec in zip(self._embedders, self.specs):
                 if not part.has_map:
                     self.close()
@@ -207,8 +207,6 @@ class Explainer:
         return self._network
 
     def close(self) -> None:
-        for embedder in self._embedders or []:
-            embedder.close()
         if self._pixels is not None:
             self._pixels.close()
         self._embedders = None

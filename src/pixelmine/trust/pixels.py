@@ -16,13 +16,10 @@ CHUNK = 32
 
 class ModelOnPixels:
     def __init__(self, model, *, precision: str | None = None, calibration=None):
-        from .network import model_backbones, same_crop
+        from .network import model_backbones
 
         self.model = model
         self.specs = model_backbones(model)
-        if not same_crop(self.specs):
-            raise InputError(f"model {model.name!r} joins backbones that see different crops of an image "
-                             f"({', '.join(s.name for s in self.specs)}); changing one crop cannot measure it")
         self.precision = precision  # None: the precision the model's features were computed at
         self.calibration = calibration
         self._embedders = None
@@ -53,6 +50,11 @@ class ModelOnPixels:
 
     def decode(self, files):
         """Yield ``(rows, crops (n, S, S, 3) uint8, {row: error})`` batches, in order."""
+        from .network import same_crop
+
+        if not same_crop(self.specs):
+            raise InputError(f"model {self.model.name!r} joins backbones that see different crops of an image "
+                             f"({', '.join(s.name for s in self.specs)}); changing one crop cannot measure it")
         yield from self.embedders()[0].decode_files(list(files), batch_size=CHUNK)
 
     def crops(self, files) -> tuple[np.ndarray, list[int], dict[int, str]]:
