@@ -167,6 +167,14 @@ class Model:
 
         return explain(self, paths, label=label, contrastive=contrastive, progress=progress)
 
+    def export(self, output, *, precision: str = "fp32", max_drop: float = 0.01, progress=False):
+        """Write one ONNX file (decoded image in, class probabilities out) and its JSON sidecar to the folder
+        ``output``, measured on the test split first; int8 losing more than ``max_drop`` test accuracy is
+        refused. An :class:`~pixelmine.deploy.export.ExportResult`. See :mod:`pixelmine.deploy.export`."""
+        from ..deploy.export import export_model
+
+        return export_model(self, output, precision=precision, max_drop=max_drop, progress=progress)
+
     def evaluate(self, paths=None, labels=None, *, progress=False, n_bootstrap: int = 1000, save: bool = True
                  ) -> Evaluation:
         """Evaluate on the model's test split with the catalog's current labels (default), or on ``paths``
@@ -209,14 +217,18 @@ class Model:
             result = self._evaluate_test_split(progress, n_bootstrap)
         return result
 
-    def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
+    def test_rows(self) -> list[dict]:
+        """Catalog rows of the model's test split that are still in the workspace with a label, in order."""
         with np.load(self.dir / "data.npz", allow_pickle=False) as data:
             ids = data["ids"][data["splits"] == "test"].tolist()
         current = {row["id"]: row for row in self.catalog.images(status="ok")}
-        rows = [current[i] for i in ids if i in current and current[i]["label"] is not None]
+        return [current[i] for i in ids if i in current and current[i]["label"] is not None]
+
+    def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
+        rows = self.test_rows()
         if not rows:
-            raise InputError(f"none of model {self.name!r}'s {len(ids)} test images is still in the workspace "
-                             "with a label; evaluate on files instead: model.evaluate(paths, labels)")
+            raise InputError(f"none of model {self.name!r}'s test images is still in the workspace with a label; "
+                             "evaluate on files instead: model.evaluate(paths, labels)")
         labels = [r["label"] for r in rows]
         label_indices(labels, self.classes, what=f"the current labels of model {self.name!r}'s test images")
         probs = self._test_probabilities(rows, progress)

@@ -78,7 +78,7 @@ def _logreg_affine(probe) -> tuple[np.ndarray, np.ndarray]:
     return _unscale(scaler, weights, bias)
 
 
-def _svm_folds(probe) -> list[dict]:
+def svm_folds(probe) -> list[dict]:
     """Per calibration fold: the decision's affine map (K', D), (K',) and the calibrators' a, b (K',)."""
     scaler, estimator = _pipeline_parts(probe)
     folds = []
@@ -96,7 +96,7 @@ def linear_scores(probe) -> LinearScores:
     kind = head_kind(probe)
     if kind == "logreg":
         return LinearScores(*_logreg_affine(probe))
-    folds = _svm_folds(probe)
+    folds = svm_folds(probe)
     n_classes = len(probe.classes_)
     weights = np.zeros((n_classes, folds[0]["weights"].shape[1]))
     bias = np.zeros(n_classes)
@@ -148,4 +148,4 @@ def torch_head(probe):
 
     if kind == "logreg":
         return LogisticHead(*_logreg_affine(probe))
-    return CalibratedSVMHead(_svm_folds(probe), len(probe.classes_))
+    return CalibratedSVMHead(svm_folds(probe), len(probe.classes_))

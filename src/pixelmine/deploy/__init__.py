@@ -1,0 +1,1 @@
+"""Deploying a trained model: export, int8, pruning and distillation."""
