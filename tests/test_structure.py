@@ -119,10 +119,11 @@ def test_the_library_never_imports_the_cli_or_web_layers():
 
 
 def test_only_features_knows_onnx_files_and_its_private_functions():
-    """features/ is the one place that knows how a file becomes a vector."""
+    """features/ is the one place that knows how a file becomes a vector; deploy/, whose job is to write
+    and measure deployable ONNX files, may name them and run them."""
     offenders = []
     for name, path in _modules().items():
-        if name.startswith("pixelmine.features"):
+        if name.startswith(("pixelmine.features", "pixelmine.deploy")):
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

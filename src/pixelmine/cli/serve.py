@@ -14,7 +14,9 @@ from ..defaults import DEFAULT_BACKBONE
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--token", envvar="PIXELMINE_TOKEN",
               help="Token that writing endpoints require (or set PIXELMINE_TOKEN). Default: a new random one, printed.")
-@click.option("--model", help="Model that answers /predict (default: the most recently trained).")
+@click.option("--model", metavar="NAME|PATH",
+              help="Model that answers /predict: a model name, or an export folder (or its model.onnx) made by "
+                   "pixelmine export (default: the most recently trained).")
 @click.option("--backbone", default=DEFAULT_BACKBONE, show_default=True,
               help="Backbone whose features /similar searches (the one you extracted).")
 @click.option("--max-batch", type=click.IntRange(1, 256), default=32, show_default=True,
@@ -36,6 +38,7 @@ def serve_command(ws, out, host, port, token, model, backbone, max_batch, worker
     Examples:
       pixelmine serve                         # http://127.0.0.1:8000/
       pixelmine serve --port 9000 --token s3cret
+      pixelmine serve --model shipped/        # /predict answered by an exported file
       curl -F file=@photo.jpg http://127.0.0.1:8000/predict
 
     Reading is open to whoever reaches the port; writing (label corrections) needs the token.

@@ -394,11 +394,13 @@ class _Trainer:
 
 def _inverse_spread(features: np.ndarray):
     """1 / the teacher's per-dimension standard deviation; a dimension that barely varies (a dead ReLU
-    channel) is floored at a thousandth of the typical spread, so it cannot blow the loss up."""
+    channel) is floored at a tenth of the typical spread, so that matching its noise cannot dominate the
+    loss (measured: a floor of a thousandth made the first losses of MobileNetV2 ~5e4, nearly all from such
+    dimensions)."""
     import torch
 
     spread = features.astype(np.float64).std(axis=0)
-    floor = max(float(np.mean(spread)) * 1e-3, 1e-8)
+    floor = max(float(np.mean(spread)) * 0.1, 1e-8)
     return torch.as_tensor(1.0 / np.maximum(spread, floor), dtype=torch.float32)
 
 

@@ -21,7 +21,6 @@ against the original; int8 that loses more than ``max_drop`` is refused and noth
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 from .. import backbones
 from ..errors import InputError, NotFittedError
-from ..fileio import atomic_path, atomic_write_json
+from ..fileio import atomic_path, atomic_write_json, sha256_file
 from .graph import GraphBuilder
 from .resize import resize_crop
 
@@ -163,8 +162,9 @@ def _linear_head(g: GraphBuilder, features: str, probe) -> str:
     return g.op("ReduceMean", probs, g.const([1], "int64"), keepdims=0)
 
 
-def build_graph(model, parts: list[Part]):
-    """The classifier as one ONNX ModelProto (not yet saved)."""
+def build_graph(model, parts: list[Part], *, head=None):
+    """The classifier as one ONNX ModelProto (not yet saved). ``head``: the fitted probe to apply to the
+    parts' features (default: the model's own; a compressed model's is refitted on its student features)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -192,10 +192,10 @@ def build_graph(model, parts: list[Part]):
             features.append(outputs[OUTPUT_FEATURES])
     if model.kind != "finetune":
         joined = g.op("Concat", *features, axis=1) if len(features) > 1 else features[0]
-        probabilities = _linear_head(g, joined, model._probe_bundle()["head"])
+        probabilities = _linear_head(g, joined, head if head is not None else model._probe_bundle()["head"])
     g.rename(probabilities, OUTPUT_NAME)
     nodes = _reachable(g.nodes, OUTPUT_NAME)
-    used = {name for node in nodes for name in node.input}
+    used = {name for node in nodes for name in _consumed(node)}
     graph = helper.make_graph(
         nodes, f"pixelmine {model.name}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["batch", "height", "width", 3])],
@@ -218,8 +218,19 @@ def _reachable(nodes, output: str) -> list:
         if k is None or k in keep:
             continue
         keep.add(k)
-        stack.extend(nodes[k].input)
+        stack.extend(_consumed(nodes[k]))
     return [node for k, node in enumerate(nodes) if k in keep]
+
+
+def _consumed(node) -> list[str]:
+    """The tensors a node reads: its inputs, and the outer tensors its subgraphs (an If's branches) read."""
+    names = list(node.input)
+    for attribute in node.attribute:
+        if attribute.type == attribute.GRAPH:
+            inner = attribute.g
+            produced = {name for sub in inner.node for name in sub.output}
+            names += [name for sub in inner.node for name in _consumed(sub) if name not in produced]
+    return names
 
 
 # -- running and measuring ------------------------------------------------------------------------------
@@ -311,19 +322,9 @@ def _prepare_output(output) -> Path:
     return directory
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_model(model, output, *, precision: str = "fp32", max_drop: float = DEFAULT_MAX_DROP, progress=False
                  ) -> ExportResult:
     """Write ``output``/model.onnx and classifier.json for ``model`` (see the module docstring)."""
-    from .. import __version__
-
     if precision not in backbones.PRECISIONS:
         raise InputError(f"The 'precision' parameter must be one of {', '.join(backbones.PRECISIONS)}. "
                          f"Got {precision!r} instead.")
@@ -353,6 +354,16 @@ def export_model(model, output, *, precision: str = "fp32", max_drop: float = DE
                                  f"{test['accuracy']:.3f} int8 on {test['n']} test images), more than the allowed "
                                  f"{max_drop:.3f}; export fp32 (--precision fp32), or accept the loss: --max-drop "
                                  f"{np.ceil(drop * 1000) / 1000:.3f}")
+    write_sidecar(directory, model, parts, precision, {"test": test, "parity": parity,
+                                                       "original_test_accuracy": reference_accuracy})
+    return ExportResult(str(target), str(directory / SIDECAR_FILE), precision, target.stat().st_size, test, parity,
+                        reference_accuracy, round(time.perf_counter() - started, 2))
+
+
+def write_sidecar(directory: Path, model, parts: list[Part], precision: str, metrics: dict, **extra) -> dict:
+    """classifier.json beside ``directory``/model.onnx: what the file takes and gives, and how it measured."""
+    from .. import __version__
+
     sidecar = {
         "format": FORMAT, "model": model.name, "kind": model.kind, "head": model.head, "backbone": model.backbone,
         "classes": model.classes, "precision": precision,
@@ -365,15 +376,14 @@ def export_model(model, output, *, precision: str = "fp32", max_drop: float = DE
                    "crop": "whole image" if p.spec.preprocessing.resize == p.spec.preprocessing.input_size
                    else "centre", "interpolation": p.spec.preprocessing.interpolation,
                    "mean": list(p.spec.preprocessing.mean), "std": list(p.spec.preprocessing.std),
-                   "fingerprint": p.spec.fingerprint(precision=precision)} for p in parts],
+                   "graph_sha256": sha256_file(p.graph)} for p in parts],
         "uncertainty": {"min_confidence": model.min_confidence, "min_margin": model.min_margin},
-        "fingerprint": sha256_of(target),
-        "metrics": {"test": test, "parity": parity, "original_test_accuracy": reference_accuracy},
+        "fingerprint": sha256_file(directory / GRAPH_FILE),
+        "metrics": metrics, **extra,
         "pixelmine": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(directory / SIDECAR_FILE, sidecar)
-    return ExportResult(str(target), str(directory / SIDECAR_FILE), precision, target.stat().st_size, test, parity,
-                        reference_accuracy, round(time.perf_counter() - started, 2))
+    return sidecar
 
 
 def read_sidecar(path) -> tuple[Path, dict]:

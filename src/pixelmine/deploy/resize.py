@@ -15,8 +15,8 @@ would move probabilities far more than the 1e-4 an export must hold. So the grap
 - the order of the passes: horizontal first, except (Pillow >= 13) when the height shrinks by more than
   twice as many pixels as the width.
 
-Each pass gathers a window of ``ksize`` source pixels per output pixel (a banded product, not a dense
-matrix), so a 12-megapixel photo costs tens of milliseconds, not seconds.
+Each pass gathers a window of ``ksize`` source pixels per output pixel along the contiguous axis (a banded
+product, not a dense matrix), and the first pass reads only the rows (or columns) the second needs.
 """
 
 from __future__ import annotations
@@ -72,20 +72,57 @@ def _coefficients(g: GraphBuilder, in0: str, in1: str, in_size: str, out_size: i
     # (int)(k * 2^22 +- 0.5): round half away from zero
     scaled = g.op("Mul", weights, g.const(float(1 << PRECISION_BITS)))
     fixed = g.op("Mul", g.op("Sign", scaled), g.op("Floor", g.op("Add", g.op("Abs", scaled), half)))
-    last = g.op("Sub", in_size, g.const(1.0))
+    # taps past the window have weight 0; pointing them at the window's last pixel keeps every index inside
+    # the rows (or columns) the pass reads, so the image can be sliced to them first
+    last = g.op("Sub", xmax, g.const(1.0))
     indices = g.op("Cast", g.op("Min", x, last), to=TensorProto.INT64)
     return indices, fixed
 
 
-def _pass(g: GraphBuilder, pixels: str, axis: int, indices: str, fixed: str) -> str:
-    """One separable pass over ``axis`` (1 = rows, 2 = columns) of float64 (N, H, W, 3) pixels."""
-    gathered = g.op("Gather", pixels, indices, axis=axis)  # axis -> (out, ksize)
-    # (out, ksize) -> (out, ksize, 1[, 1]): broadcast over the other spatial axis and the channels
-    weights = g.op("Reshape", fixed, g.const([0, 0, 1] if axis == 2 else [0, 0, 1, 1], "int64"))
-    summed = g.op("ReduceSum", g.op("Mul", gathered, weights), g.const([axis + 1], "int64"), keepdims=0)
+def _along_last_axis(g: GraphBuilder, planes: str, indices: str, fixed: str) -> str:
+    """One pass over the last axis of float64 planes (N, 3, A, B): B source pixels -> out, rounded to 0..255
+    as Pillow rounds between passes. The taps are gathered along the contiguous axis and summed there."""
+    gathered = g.op("Gather", planes, indices, axis=3)  # (N, 3, A, out, ksize)
+    summed = g.op("ReduceSum", g.op("Mul", gathered, fixed), g.const([4], "int64"), keepdims=0)
     rounded = g.op("Floor", g.op("Div", g.op("Add", summed, g.const(float(1 << (PRECISION_BITS - 1)))),
                                  g.const(float(1 << PRECISION_BITS))))
     return g.op("Clip", rounded, g.const(0.0), g.const(255.0))
+
+
+def _swap(g: GraphBuilder, planes: str) -> str:
+    return g.op("Transpose", planes, perm=[0, 1, 3, 2])
+
+
+def _window(g: GraphBuilder, indices: str) -> tuple[str, str, str]:
+    """(first, end) of the source pixels a pass reads, and its indices shifted to start at first."""
+    first = g.op("ReduceMin", indices, keepdims=0)
+    end = g.op("Add", g.op("ReduceMax", indices, keepdims=0), g.const(1, "int64"))
+    return g.op("Unsqueeze", first, g.const([0], "int64")), g.op("Unsqueeze", end, g.const([0], "int64")), \
+        g.op("Sub", indices, first)
+
+
+def _two_passes(g: GraphBuilder, planes: str, columns, rows, *, vertical_first: bool) -> str:
+    """Resample float64 planes (N, 3, H, W) to (N, 3, S, S): horizontal then vertical, or the reverse.
+    The first pass reads only the rows (or columns) the second one needs (Pillow does so too, for rows)."""
+    if vertical_first:
+        first, end, shifted = _window(g, columns[0])
+        sliced = g.op("Slice", planes, first, end, g.const([3], "int64"))  # (N, 3, H, W')
+        tall = _along_last_axis(g, _swap(g, sliced), *rows)  # (N, 3, W', S)
+        return _along_last_axis(g, _swap(g, tall), shifted, columns[1])  # (N, 3, S, S)
+    first, end, shifted = _window(g, rows[0])
+    sliced = g.op("Slice", planes, first, end, g.const([2], "int64"))  # (N, 3, H', W)
+    wide = _along_last_axis(g, sliced, *columns)  # (N, 3, H', S)
+    return _swap(g, _along_last_axis(g, _swap(g, wide), shifted, rows[1]))  # (N, 3, S, S)
+
+
+def _branch(g: GraphBuilder, build, dtype: int, shape: list):
+    """A subgraph for an ``If`` whose nodes read the outer graph's tensors; its constants go to the outer graph."""
+    from onnx import helper
+
+    sub = GraphBuilder(prefix=g.fresh("branch") + "/")
+    out = sub.rename(build(sub), sub.fresh("out"))  # a branch output must be produced inside the branch
+    g.initializers.extend(sub.initializers)
+    return helper.make_graph(sub.nodes, sub.prefix.rstrip("/"), [], [helper.make_tensor_value_info(out, dtype, shape)])
 
 
 def _as_float32(g: GraphBuilder, value: str) -> str:
@@ -99,6 +136,20 @@ def resize_crop(g: GraphBuilder, image: str, *, input_size: int, resize: int, in
     shape = g.op("Cast", g.op("Shape", image), to=TensorProto.DOUBLE)
     height = g.op("Gather", shape, g.const(1, "int64"))
     width = g.op("Gather", shape, g.const(2, "int64"))
+    if resize != input_size:
+        return _resample(g, image, height, width, input_size=input_size, resize=resize, interpolation=interpolation)
+    # the whole frame: an image already at that size is used as it is (Pillow copies it), nothing computed
+    size = g.const(float(input_size))
+    unchanged = g.op("And", g.op("Equal", width, size), g.op("Equal", height, size))
+    crop_shape = ["batch", input_size, input_size, 3]
+    return g.op("If", unchanged, then_branch=_branch(g, lambda b: image, TensorProto.UINT8, crop_shape),
+                else_branch=_branch(g, lambda b: _resample(b, image, height, width, input_size=input_size,
+                                                           resize=resize, interpolation=interpolation),
+                                    TensorProto.UINT8, crop_shape))
+
+
+def _resample(g: GraphBuilder, image: str, height: str, width: str, *, input_size: int, resize: int,
+              interpolation: str) -> str:
     target = g.const(float(resize))
     # torchvision's Resize: the short side becomes `resize`, the long side int(resize * long / short)
     portrait = g.op("LessOrEqual", width, height)
@@ -115,19 +166,24 @@ def resize_crop(g: GraphBuilder, image: str, *, input_size: int, resize: int, in
                            _as_float32(g, g.op("Mul", g.op("Add", left, size), scale_x)))
     box_top, box_bottom = (_as_float32(g, g.op("Mul", top, scale_y)),
                            _as_float32(g, g.op("Mul", g.op("Add", top, size), scale_y)))
-    pixels = g.op("Cast", image, to=TensorProto.DOUBLE)
+    planes = g.op("Transpose", g.op("Cast", image, to=TensorProto.DOUBLE), perm=[0, 3, 1, 2])  # (N, 3, H, W)
     columns = _coefficients(g, box_left, box_right, width, input_size, interpolation)
     rows = _coefficients(g, box_top, box_bottom, height, input_size, interpolation)
-    across_first = _pass(g, _pass(g, pixels, 2, *columns), 1, *rows)
-    if not _vertical_first_exists():
-        return g.op("Cast", across_first, to=TensorProto.UINT8)
-    # Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice as many pixels
-    # as the width (the rounding between the passes then differs): both orders are computed, one is kept
-    down_first = _pass(g, _pass(g, pixels, 1, *rows), 2, *columns)
-    height_loss = g.op("Sub", height, size)
-    vertical_first = g.op("And", g.op("Greater", height_loss, g.const(0.0)),
-                          g.op("Greater", height_loss, g.op("Mul", g.op("Sub", width, size), two)))
-    return g.op("Cast", g.op("Where", vertical_first, down_first, across_first), to=TensorProto.UINT8)
+    planar = ["batch", 3, input_size, input_size]
+    if _vertical_first_exists():
+        # Pillow >= 13 runs the vertical pass first when the height shrinks by more than twice as many
+        # pixels as the width (the rounding between the passes then differs)
+        height_loss = g.op("Sub", height, size)
+        vertical_first = g.op("And", g.op("Greater", height_loss, g.const(0.0)),
+                              g.op("Greater", height_loss, g.op("Mul", g.op("Sub", width, size), two)))
+        resized = g.op("If", vertical_first,
+                       then_branch=_branch(g, lambda b: _two_passes(b, planes, columns, rows, vertical_first=True),
+                                           TensorProto.DOUBLE, planar),
+                       else_branch=_branch(g, lambda b: _two_passes(b, planes, columns, rows, vertical_first=False),
+                                           TensorProto.DOUBLE, planar))
+    else:
+        resized = _two_passes(g, planes, columns, rows, vertical_first=False)
+    return g.op("Cast", g.op("Transpose", resized, perm=[0, 2, 3, 1]), to=TensorProto.UINT8)
 
 
 def _vertical_first_exists() -> bool:

@@ -175,6 +175,14 @@ class Model:
 
         return export_model(self, output, precision=precision, max_drop=max_drop, progress=progress)
 
+    def compress(self, *, sparsity: float = 0.5, budget_s: float = 600.0, progress=False):
+        """Prune every network of the model (``sparsity`` of its channels), distil it back on the workspace's
+        images within ``budget_s`` seconds, refit the head, and measure the original and pruned files at fp32
+        and int8 side by side. A :class:`~pixelmine.deploy.compress.CompressResult`; see that module."""
+        from ..deploy.compress import compress_model
+
+        return compress_model(self, sparsity=sparsity, budget_s=budget_s, progress=progress)
+
     def evaluate(self, paths=None, labels=None, *, progress=False, n_bootstrap: int = 1000, save: bool = True
                  ) -> Evaluation:
         """Evaluate on the model's test split with the catalog's current labels (default), or on ``paths``

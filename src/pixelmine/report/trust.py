@@ -1,5 +1,5 @@
 """The report's "Trust" section: the most confident mistakes explained, the faithfulness card of the maps,
-and the robustness curves (attacks and corruptions) of the model the report shows."""
+the robustness curves (attacks and corruptions) and the compression table of the model the report shows."""
 
 from __future__ import annotations
 
@@ -21,19 +21,13 @@ def trust(ctx) -> tuple[str, str, str]:
     model = ctx.trained
     if model is None:
         return "trust", "Trust", section("trust", "Trust", lead, missing("No trained model yet.", "pixelmine train"))
-    body = _mistakes(ctx, model) + _faithfulness(model) + _robustness(model)
+    body = _mistakes(ctx, model) + _faithfulness(model) + _robustness(model) + _compression(model)
     return "trust", "Trust", section("trust", "Trust", lead, body)
 
 
 def _read(model, name: str) -> dict | None:
     path = model.dir / name
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        log.info("report: cannot read %s (%s)", path, exc)
-        return None
+    return _read_path(path) if path.is_file() else None
 
 
 def _mistakes(ctx, model) -> str:
@@ -111,3 +105,34 @@ def _robustness(model) -> str:
     for note in report.get("notes", []):
         parts.append(f"<p class=\"muted\">{esc(note)}</p>")
     return "".join(parts)
+
+
+def _compression(model) -> str:
+    tables = sorted((model.dir / "compressed").glob("s*/compress.json"))
+    if not tables:
+        return "<h3>Deploying small</h3>" + missing("The model has not been compressed yet.",
+                                                   f"pixelmine compress --model {model.name}")
+    parts = ["<h3>Deploying small</h3><p>The original and the pruned + distilled networks, each at fp32 and int8, "
+             "as exported files measured on this machine (latency at batch 1 and throughput at batch 8: medians "
+             "of interleaved runs) and on the test split.</p>"]
+    for path in tables:
+        result = _read_path(path)
+        if result is None:
+            continue
+        rows = [[row["variant"], row["size_mb"], row["params_m"], row["macs_m"], row["latency_ms"], row["throughput"],
+                 f"{row['accuracy']:.3f} [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]" if row.get("interval")
+                 else f"{row['accuracy']:.3f}", row["agreement"], row["cosine"]] for row in result["rows"]]
+        parts.append(f"<p><b>Sparsity {result['sparsity']:.2f}</b>: head {esc(result['head'])}.</p>"
+                     + table(["file", "size MB", "params M", "MACs M", "latency b1 ms", "throughput b8 img/s",
+                              "test accuracy [95 % CI]", "agreement", "feature cosine"], rows,
+                             numeric={1, 2, 3, 4, 5, 7, 8}))
+    return "".join(parts)
+
+
+def _read_path(path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.info("report: cannot read %s (%s)", path, exc)
+        return None
+

@@ -43,7 +43,7 @@ Files = Annotated[list[UploadFile], File(description="one or more images (repeat
 class ServeConfig:
     root: Path
     token: str
-    model: str | None = None  # default: the most recently trained model
+    model: str | None = None  # a model name or an export folder; default: the most recently trained model
     limits: UploadLimits = field(default_factory=UploadLimits)
     max_request_bytes: int = 64 * 1024 * 1024
     max_batch: int = 32  # images per model call
@@ -93,6 +93,17 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
         if getattr(local, "ws", None) is None:
             local.ws = open_workspace(config.root)
         return local.ws
+
+    def workspace_model() -> str | None:
+        """The model of the routes that need a workspace model (an image's prediction, explanations,
+        suggestions). Served from an export, /predict has no workspace model behind it: they use the model
+        the export was made from when this workspace has it (fp32 exports equal it to 1e-4), else the
+        newest, as without --model (an image's prediction names the model that made it)."""
+        if predictor.export is None:
+            return config.model
+        from ..deploy.served import source_model
+
+        return source_model(predictor.export, config.root)
 
     def require_token(authorization: Annotated[str | None, Header()] = None,
                       x_pixelmine_token: Annotated[str | None, Header()] = None) -> None:
@@ -171,7 +182,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     @app.get("/images/{image_id}", tags=["browse"],
              summary="One image: properties, paths, findings, corrections, ImageNet tags, prediction")
     def image(image_id: Annotated[str, PathParam(pattern=IMAGE_ID)]):
-        return browse.get_image(ws(), image_id, backbone=config.backbone, model=config.model)
+        return browse.get_image(ws(), image_id, backbone=config.backbone, model=workspace_model())
 
     @app.get("/images/{image_id}/thumbnail", tags=["browse"], summary="JPEG thumbnail (cached in the workspace)",
              response_class=FileResponse)
@@ -190,7 +201,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                                                        "runner-up")] = False):
         from ..trust.explain import overlay_png
 
-        explained = browse.explain_image(ws(), image_id, model=config.model, label=label)
+        explained = browse.explain_image(ws(), image_id, model=workspace_model(), label=label)
         if format == "png":
             return Response(overlay_png(explained, contrastive=contrastive), media_type="image/png")
         return explained.to_dict()
@@ -213,7 +224,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     @app.get("/suggestions", tags=["labels"], summary="What to label next: uncertain images, one per cluster first")
     def suggestions(n: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
                     pool: Annotated[str, Query(pattern="^(unlabelled|review|all)$")] = "unlabelled"):
-        return [s.to_dict() for s in ws().suggest(n, model=config.model, pool=pool)]
+        return [s.to_dict() for s in ws().suggest(n, model=workspace_model(), pool=pool)]
 
     @app.get("/suggestions/manifest", tags=["labels"], response_class=PlainTextResponse,
              summary="The suggestions as a CSV manifest (path,label) to fill in and ingest back")
@@ -221,7 +232,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                              pool: Annotated[str, Query(pattern="^(unlabelled|review|all)$")] = "unlabelled"):
         from ..learn.suggest import manifest_csv
 
-        return PlainTextResponse(manifest_csv(ws().suggest(n, model=config.model, pool=pool)), media_type="text/csv",
+        return PlainTextResponse(manifest_csv(ws().suggest(n, model=workspace_model(), pool=pool)), media_type="text/csv",
                                  headers={"Content-Disposition": 'attachment; filename="to-label.csv"'})
 
     @app.get("/runs", tags=["workspace"], summary="Recorded runs, newest first")

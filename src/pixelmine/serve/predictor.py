@@ -4,6 +4,9 @@ re-loaded when a newer model is trained. Every call is one batch of validated up
 Each thread's state (workspace handle, model, embedder) is built whole and only then published to the
 thread, in one assignment: a failure while loading (a model being retrained, a request refused half-way)
 leaves the previous state, or none, never a half-built one that would poison the thread.
+
+``model_name`` may also be an export folder (or its model.onnx): then the exported file answers, through
+:class:`~pixelmine.deploy.served.ExportedModel`, re-loaded when its classifier.json is rewritten.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _ThreadState:
     ws: object
+    key: str  # the model's name, or the export's path
     model: object
-    stamp: float | None  # model.json's mtime when loaded: a retrained model has a new one
+    stamp: float | None  # model.json's (an export: classifier.json's) mtime when loaded: a retrained model has a new one
     embedder: object | None  # resident backbone session; None: Model.predict per batch
 
     def close(self) -> None:
@@ -39,6 +43,8 @@ class Predictor:
         self.root = Path(root)
         self.resident = resident  # keep the network loaded between batches
         self.model_name = model_name
+        # Decided once, as an absolute path: a wrong export path fails at start, with what an export is.
+        self.export = _export_location(model_name)
         self.top_k = top_k
         cores = available_cores()
         # Batches run side by side, one model session per worker, each with its share of the cores: on few
@@ -57,18 +63,30 @@ class Predictor:
 
         current: _ThreadState | None = getattr(self._local, "state", None)
         ws = current.ws if current is not None else open_workspace(self.root)
-        name = self.model_name or artifacts.default_model_name(ws.root)
-        stamp = _stamp(artifacts.model_path(ws.root, name))
-        if current is not None and current.model.name == name and current.stamp == stamp:
+        if self.export is not None:
+            from ..deploy.served import sidecar_path
+
+            key, stamp = str(self.export), _stamp(sidecar_path(self.export))
+        else:
+            key = self.model_name or artifacts.default_model_name(ws.root)
+            stamp = _stamp(artifacts.model_path(ws.root, key) / artifacts.MODEL_FILE)
+        if current is not None and current.key == key and current.stamp == stamp:
             return current
-        model = ws.model(name)
+        model = self._load(ws, key)
         embedder = self._resident_embedder(model)
-        state = _ThreadState(ws, model, stamp, embedder)
+        state = _ThreadState(ws, key, model, stamp, embedder)
         self._local.state = state  # published whole, after everything above succeeded
         if current is not None:
             current.close()
         log.info("serving model %s (%s)", model.name, "resident network" if embedder else "Model.predict per batch")
         return state
+
+    def _load(self, ws, key: str):
+        if self.export is not None:
+            from ..deploy.served import ExportedModel
+
+            return ExportedModel(self.export)
+        return ws.model(key)
 
     def _resident_embedder(self, model):
         if not self.resident:
@@ -107,8 +125,16 @@ def _resident_predictions(model, embedder, paths: list[str], top_k: int) -> list
             for r in range(len(paths))]
 
 
-def _stamp(directory: Path) -> float | None:
+def _stamp(path: Path) -> float | None:
     try:
-        return (directory / "model.json").stat().st_mtime
+        return path.stat().st_mtime
     except OSError:
         return None
+
+
+def _export_location(model_name: str | None) -> Path | None:
+    if model_name is None:
+        return None
+    from ..deploy.served import export_location
+
+    return export_location(model_name)
