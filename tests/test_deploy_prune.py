@@ -131,12 +131,17 @@ def test_pruning_tiny_removes_channels_and_keeps_the_outputs(tiny):
 def test_pruning_mobilenet_v2_keeps_stem_features_and_depthwise_structure(mobilenet, mobilenet_half):
     size = mobilenet.preprocessing.input_size
     original = state_of(mobilenet)
-    assert count_parameters(mobilenet_half) < 0.6 * count_parameters(mobilenet)
-    assert count_macs(mobilenet_half, size) < 0.4 * count_macs(mobilenet, size)
+    assert count_parameters(mobilenet_half) < 0.8 * count_parameters(mobilenet)
+    assert count_macs(mobilenet_half, size) < 0.65 * count_macs(mobilenet, size)
     before, after = convolutions(mobilenet), convolutions(mobilenet_half)
     assert after[0].out_channels == before[0].out_channels == 32  # the stem is kept whole
     assert after[-1].out_channels == before[-1].out_channels == 1280  # so is the pooled feature size
-    assert sum(conv.out_channels for conv in after) < 0.6 * sum(conv.out_channels for conv in before)
+    for old, new, following in zip(before, after, before[1:]):
+        expansion = following.groups > 1 and old.groups == 1 and old.kernel_size == (1, 1) and old is not before[0]
+        if expansion:  # the expanded channels inside a block are halved ...
+            assert new.out_channels == old.out_channels // 2
+        elif old.groups == 1:  # ... the residual stream between blocks keeps its width
+            assert new.out_channels == old.out_channels
     depthwise = [conv for conv in after if conv.groups > 1]
     assert len(depthwise) == len([conv for conv in before if conv.groups > 1])
     assert all(conv.groups == conv.in_channels == conv.out_channels for conv in depthwise)

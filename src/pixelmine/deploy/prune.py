@@ -57,7 +57,8 @@ def prune_channels(model, sparsity: float, *, seed: int = 0):
     """A pruned deep copy of the FeatureModel ``model``; ``model`` itself is left untouched.
 
     Each prunable layer loses ``sparsity`` of its output channels, those with the smallest L2 weight
-    magnitude (depthwise convolutions lose the same channels as the layer feeding them). The copy is in
+    magnitude (depthwise convolutions lose the same channels as the layer feeding them). In an
+    inverted-residual network only the expanded channels inside the blocks are prunable. The copy is in
     eval mode and records ``pruned_sparsity``. ``seed`` seeds the example batch the graph is traced with
     (magnitude importance does not depend on it); the global RNG is left as it was.
     """
@@ -109,7 +110,14 @@ def _protected_layers(model, *, feature_dim: int) -> dict[str, list]:
             f"cannot prune {_describe(model)}: no convolution gives its {feature_dim}-d pooled features, so "
             "pruning could not keep the feature size. Prune a CNN backbone (mobilenet_v2, "
             "efficientnet_lite0) instead")
+    expansions = _expansion_convs(convolutions)
     return {
+        # Inverted-residual networks (MobileNetV2, EfficientNet): only the expanded channels inside each block
+        # are pruned (the 1x1 expansion, its depthwise conv and the projection's input), where most of the
+        # compute is; the residual stream every later block reads keeps its width. Measured on the demo's
+        # MobileNetV2 at sparsity 0.5: pruning every group left a feature cosine of 0.29 to the original.
+        "stream": [conv for conv in convolutions if conv not in expansions and not _is_depthwise(conv)]
+        if expansions else [],
         # The stem sees raw RGB: it is cheap, and every later layer depends on the few channels it has.
         "stem": [convolutions[0]],
         # Its output channels are the pooled features: pruning them would change the feature size.
@@ -119,10 +127,24 @@ def _protected_layers(model, *, feature_dim: int) -> dict[str, list]:
     }
 
 
+def _is_depthwise(conv) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def _expansion_convs(convolutions) -> list:
+    """The 1x1 convolutions that feed a depthwise convolution (the expansion of an inverted residual)."""
+    found = []
+    for before, conv in zip(convolutions, convolutions[1:]):
+        if _is_depthwise(conv) and before.groups == 1 and tuple(before.kernel_size) == (1, 1) \
+                and before.out_channels == conv.in_channels:
+            found.append(before)
+    return found
+
+
 def _channel_pruner(model, example, sparsity: float, protected: dict[str, list]):
     """A one-step L2-magnitude pruner over ``model``. The stem is kept whole except in a network whose
     only inner channels are the stem's (tiny_test): there it is pruned too, or nothing could be."""
-    always = protected["features"] + protected["linear"]
+    always = protected["stream"] + protected["features"] + protected["linear"]
     pruner = _magnitude_pruner(model, example, sparsity, ignored=protected["stem"] + always)
     if not _has_prunable_groups(pruner):
         pruner = _magnitude_pruner(model, example, sparsity, ignored=always)
