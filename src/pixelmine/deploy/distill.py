@@ -37,6 +37,7 @@ DEFAULT_LR = 1e-3
 WEIGHT_DECAY = 1e-4  # light: the student starts from pretrained weights, decay would only pull it away
 MAX_EPOCHS = 60  # a plan sized by the budget alone never loops over a small crop set more than this
 CHECKPOINT_EVERY_S = 30.0
+REPLAN_AFTER_STEPS = 10
 CHECKPOINT_FORMAT = 1
 RECENT_LOSSES = 10  # loss_last is the mean of this many final steps: one batch alone is noisy
 STOPPED_BY = ("budget", "epochs", "finished earlier")
@@ -267,6 +268,10 @@ class _Trainer:
         last_saved = time.monotonic()
         _train_batchnorm_only(self.student)
         consistent = True  # False while the weights are between two steps: such a state is never saved
+        # A plan sized by the budget is sized again from real steps once a few have run: the first timing
+        # is taken before the kernels warm up and left half the budget unused on the demo's networks.
+        replan_at = None if self.plan.epochs is not None else self.step + REPLAN_AFTER_STEPS
+        steps_started = time.monotonic()
         try:
             while True:
                 self.elapsed = time.monotonic() - started
@@ -276,6 +281,11 @@ class _Trainer:
                 consistent = False
                 self._train_step()
                 consistent = True
+                if self.step == replan_at:
+                    per_step = (time.monotonic() - steps_started) / REPLAN_AFTER_STEPS
+                    remaining = self.plan.budget_s - (time.monotonic() - started)
+                    self.planned_steps = max(self.step, min(self.step + int(remaining / per_step),
+                                                            MAX_EPOCHS * self.plan.steps_per_epoch))
                 report(self.step, self.planned_steps)
                 if checkpoint is not None and time.monotonic() - last_saved >= CHECKPOINT_EVERY_S:
                     self.elapsed = time.monotonic() - started
