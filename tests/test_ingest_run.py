@@ -133,7 +133,7 @@ def test_manifest_csv_relative_paths_and_metadata(tmp_path):
 
 
 def test_manifest_parquet_and_custom_columns(tmp_path):
-    files = make_collection(tmp_path / "data")
+    make_collection(tmp_path / "data")
     manifest = tmp_path / "m.parquet"
     pq.write_table(pa.table({"file_name": ["data/cats/img_002.jpg", "data/dogs/img_003.jpg"],
                              "kind": ["cat", "dog"], "score": [0.5, 0.9]}), manifest)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from learnkit import tinted_folders, tinted_workspace
+from learnkit import tinted_workspace
 
 import pixelmine
 from pixelmine.learn.network import FinetuneNet, backbone_blocks, set_trainable

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from learnkit import tinted_folders, tinted_workspace
+from learnkit import tinted_workspace
 from torch import nn
 
-import pixelmine
 from pixelmine.cli import main
 from pixelmine.errors import InputError
 from pixelmine.learn.config import FinetuneConfig, TrainConfig
