@@ -34,7 +34,7 @@ from .. import backbones
 from ..errors import InputError, NotFittedError
 from ..fileio import atomic_write_json
 from .export import GRAPH_FILE, ExportedSession, Part, build_graph, check_exportable, decode_for_export, \
-    decode_min_side, write_sidecar
+    decode_min_side, network_parts, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -257,11 +257,10 @@ def _write_variant(directory: Path, model, parts: list[Part], head, precision: s
 
 
 def _int8_parts(model, parts: list[Part], directory: Path, *, original: bool) -> list[Part]:
-    from .export import _parts
     from ..features.quantize import quantize_int8
 
     if original:
-        return _parts(model, "int8")
+        return network_parts(model, "int8")
     calibration = [(row["id"], row["path"]) for row in _distillation_images(model, 512)]
     quantized = []
     for index, part in enumerate(parts):
@@ -297,9 +296,7 @@ def compress_model(model, *, sparsity: float = DEFAULT_SPARSITY, budget_s: float
         students.append(part)
         records.append(record)
         sizes.append(size)
-    from .export import _parts
-
-    originals = _parts(model, "fp32")
+    originals = network_parts(model, "fp32")
     result = CompressResult(model.name, sparsity, str(directory), distillation=records)
     head, result.head, cosine = (None, "the fine-tuned classifier, kept", float("nan")) if model.kind == "finetune" \
         else _refit_head(model, students, progress)

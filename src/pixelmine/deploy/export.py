@@ -81,7 +81,9 @@ def check_exportable(model) -> None:
                          f"pixelmine train --head logreg --name {model.name}-linear")
 
 
-def _parts(model, precision: str) -> list[Part]:
+def network_parts(model, precision: str) -> list[Part]:
+    """The model's networks (one per backbone; the fine-tuned network itself) with the graphs that run them
+    at ``precision`` (int8: the workspace's calibrated graphs, made now when missing)."""
     from ..features.embedder import Embedder
 
     sources = ([{"backbone": f"model:{model.name}", "fingerprint": None}] if model.kind == "finetune"
@@ -334,7 +336,7 @@ def export_model(model, output, *, precision: str = "fp32", max_drop: float = DE
     check_exportable(model)
     started = time.perf_counter()
     directory = _prepare_output(output)
-    parts = _parts(model, precision)
+    parts = network_parts(model, precision)
     proto = build_graph(model, parts)
     import onnx
 

@@ -137,10 +137,21 @@ class Decoder:
                 # Isolation mode runs one file at a time, so a second crash names its file exactly.
                 limit = 1 if isolate else self.ahead
                 source = isolate if isolate else chunks
+                broken = False
                 while source and len(in_flight) < limit:
                     tasks = source.popleft()
-                    in_flight.append((self._pool.submit(decode_chunk, tasks, self.crop), tasks))
+                    try:
+                        in_flight.append((self._pool.submit(decode_chunk, tasks, self.crop), tasks))
+                    except BrokenProcessPool:
+                        # A worker died while earlier chunks were still coming back: collect those first
+                        # (the failed one names the file); this chunk is submitted again to the new pool.
+                        source.appendleft(tasks)
+                        broken = True
+                        break
                 if not in_flight:
+                    if broken:
+                        self._kill_pool()
+                        self._pool = self._new_pool()
                     continue
                 future, tasks = in_flight.popleft()
                 try:
