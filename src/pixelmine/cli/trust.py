@@ -1,4 +1,4 @@
-"""pixelmine explain / robustness. Thin: parse, call pixelmine.trust, print."""
+"""pixelmine explain / robustness / fairness. Thin: parse, call pixelmine.trust, print."""
 
 from __future__ import annotations
 
@@ -160,4 +160,62 @@ def robustness_command(ws, out, model_name, n_images, epsilons, steps, attacks, 
             "(shown in the report)")
 
 
-COMMANDS = [explain_command, robustness_command]
+def render_balance(balance: dict) -> str:
+    """Every group of the balanced column before and after the refit, on the same test images."""
+    lines = [f"group x class balanced refit of {balance['base']!r} on {balance['column']!r}: "
+             f"{len(balance['cells'])} cells, head refitted in {balance['refit_s']:.1f} s"]
+    if balance.get("before") and balance.get("after"):
+        rows = []
+        for stats in balance["before"]["groups"]:
+            after = next(g for g in balance["after"]["groups"] if g["group"] == stats["group"])
+            rows.append((stats["group"], stats["n"], f"{stats['accuracy']:.3f}", f"{after['accuracy']:.3f}",
+                         f"{100 * (after['accuracy'] - stats['accuracy']):+.1f}"))
+        rows.append(("all test images", sum(g["n"] for g in balance["before"]["groups"]),
+                     f"{balance['before_accuracy']:.3f}", f"{balance['after_accuracy']:.3f}",
+                     f"{100 * (balance['after_accuracy'] - balance['before_accuracy']):+.1f}"))
+        lines.append(table(rows, ("group", "test images", "accuracy before", "after", "points")))
+    return "\n".join(lines)
+
+
+@click.command("fairness")
+@click.option("--by", "columns", multiple=True, metavar="COLUMN",
+              help="Metadata column to group by (repeatable; default: every column that splits the test images).")
+@click.option("--model", "model_name", help="Model name (default: the most recently trained).")
+@click.option("--min-group", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Groups with fewer test images are listed but not ranked or tested.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples (stratified by group) for the intervals.")
+@click.option("--columns", "list_columns", is_flag=True, help="List the columns images can be grouped by.")
+@common_options
+def fairness_command(ws, out, columns, model_name, min_group, bootstrap, list_columns):
+    """Who the model fails: accuracy, macro-F1, per-class recall and calibration per group, with the gaps.
+
+    \b
+    Examples:
+      pixelmine fairness                          # every column that splits the test images
+      pixelmine fairness --by camera_model --by site
+      pixelmine fairness --columns                # what can be grouped by
+      pixelmine train --balance-groups site       # then: refit the head so no site is left behind
+
+    Columns are the manifest's own and derived ones: camera_make, camera_model (EXIF), capture_hour,
+    orientation, resolution, brightness, folder, source. Measured on the model's test split, with intervals
+    from a bootstrap stratified by group; gaps (accuracy, and one-vs-rest selection rate, TPR and FPR per
+    class) get simultaneous intervals over all the gaps tested. Groups the model fails become group_gap
+    findings (pixelmine findings --kind group_gap, the report, the association rules).
+    """
+    if list_columns:
+        found = ws.group_columns()
+        out.result(found)
+        out.say(table(sorted(found.items(), key=lambda kv: kv[1] != "manifest column"), ("column", "what it is")))
+        return
+    result = ws.fairness(list(columns) or None, model=model_name, min_group=min_group, n_bootstrap=bootstrap,
+                         progress=out.progress)
+    out.result(result.to_dict())
+    out.say(result.format_table())
+    if result.flagged:
+        out.say(f"\n{result.flagged} test images are in a group the model fails: pixelmine findings --kind group_gap; "
+                "to mend: pixelmine train --balance-groups COLUMN")
+    out.say(f"\nsaved to {ws.model(result.model).dir / 'fairness.json'} (shown in the report)")
+
+
+COMMANDS = [explain_command, robustness_command, fairness_command]

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError, NotFittedError
 from . import classes as class_finders
 from . import clusters, duplicates, label_issues, outliers, pixel_stats, quality
+from .groups import KINDS as group_kinds
 from .context import DiscoverContext
 from .findings import Finding
 from .neighbors import nearest_neighbours
@@ -135,6 +136,25 @@ def _classes(ctx: DiscoverContext) -> list[Finding]:
     return found
 
 
+def _groups(ctx: DiscoverContext) -> list[Finding]:
+    """Group gaps of the trained model on its test split, over every metadata column that splits it."""
+    from . import groups
+
+    if ctx.trained is None:
+        ctx.summary["groups"] = {"note": "needs a trained model (pixelmine train)"}
+        return []
+    try:
+        reports, skipped, rows, values = groups.model_group_reports(ctx.catalog, ctx.root, ctx.trained)
+    except (InputError, NotFittedError) as exc:
+        ctx.summary["groups"] = {"note": str(exc)}
+        return []
+    found = groups.group_gap_findings(reports, rows, values, ctx.trained.name)
+    ctx.summary["groups"] = {"model": ctx.trained.name, "columns": [r.column for r in reports], "skipped": skipped,
+                             "failed_groups": sorted({(r.column, g.group) for r in reports
+                                                             for g in r.harmful_gaps()})}
+    return found
+
+
 def _clusters(ctx: DiscoverContext) -> list[Finding]:
     from .explore import clusters_finder
 
@@ -147,6 +167,7 @@ FINDERS: dict[str, Finder] = {finder.name: finder for finder in (
     Finder("outliers", outliers.KINDS, _outliers),
     Finder("label_issues", label_issues.KINDS, _label_issues),
     Finder("classes", class_finders.KINDS, _classes),
+    Finder("groups", group_kinds, _groups),
     Finder("clusters", clusters.KINDS, _clusters),
 )}
 

@@ -102,7 +102,8 @@ def list_models(root) -> list[dict]:
         out.append({"name": directory.name, "status": "ready", "kind": info.get("kind"), "head": info.get("head"),
                     "backbone": info.get("backbone"), "classes": info.get("classes"),
                     "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
-                    "n_test": info.get("n_test"), "created_at": info.get("created_at"), "run_id": info.get("run_id")})
+                    "n_test": info.get("n_test"), "created_at": info.get("created_at"), "run_id": info.get("run_id"),
+                    "balanced": info.get("balanced")})
     return out
 
 

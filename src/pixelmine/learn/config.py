@@ -180,6 +180,9 @@ class TrainConfig:
     clean: bool = False  # leave out leaking copies and confident label issues that discovery found (clean.py)
     clean_min_issue_probability: float = 0.5  # a flagged label issue is left out when its suggested class is
     # at least this probable (out-of-fold)
+    balance_groups: str | None = None  # a metadata column: refit the head of `balance_base` with every group x
+    # class cell weighted equally (last-layer retraining, learn/balance.py) instead of training from scratch
+    balance_base: str | None = None  # the probe model to refit; None: the newest one (trained first if none)
     seed: int = 0
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     auto: AutoConfig = field(default_factory=AutoConfig)
@@ -210,6 +213,9 @@ class TrainConfig:
             raise InputError(f"novelty_quantile must be in (0, 1]; got {self.novelty_quantile!r}")
         if not 0 <= self.clean_min_issue_probability <= 1:
             raise InputError(f"clean_min_issue_probability must be in [0, 1]; got {self.clean_min_issue_probability!r}")
+        if self.balance_groups is not None and (not isinstance(self.balance_groups, str)
+                                                or not self.balance_groups.strip()):
+            raise InputError(f"balance_groups must be the name of a metadata column; got {self.balance_groups!r}")
         self.split.check()
         self.finetune.check()
         self.auto.check()

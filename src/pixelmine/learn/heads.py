@@ -6,7 +6,8 @@ learned state ends in ``_``), so they work with ``clone``, ``cross_val_predict``
     knn     KNNProbe        cosine k-nearest neighbours with class-balanced, smoothed votes
 
 Each takes ``standardize`` (zero mean / unit variance per feature) and ``class_weight`` ("balanced" weighs a
-class inversely to its frequency, so a rare class is not ignored). ``HEADS`` maps the CLI names to classes;
+class inversely to its frequency, so a rare class is not ignored), and ``fit`` takes ``sample_weight`` (the
+group-balanced refit of :mod:`pixelmine.learn.balance` weighs each image; it multiplies the class weights). ``HEADS`` maps the CLI names to classes;
 ``SEARCH_SPACES`` lists the hyper-parameter values the validation search tries, most promising first.
 """
 
@@ -42,6 +43,14 @@ class _Probe(ClassifierMixin, BaseEstimator):
     def _scaler(self):
         return StandardScaler() if self.standardize else "passthrough"
 
+    def _fit_params(self, step: str, head_weights, image_weights) -> dict:
+        """Pipeline fit parameters: ``head_weights`` for the head ``step``; the scaler's mean and variance use
+        the images' own weights, so a weight of 2 means what a second copy of the image would."""
+        params = {} if head_weights is None else {f"{step}__sample_weight": head_weights}
+        if self.standardize and image_weights is not None:
+            params["standardscaler__sample_weight"] = image_weights
+        return params
+
     def predict_proba(self, X) -> np.ndarray:
         """(n_samples, n_classes) probabilities, columns in the order of ``classes_``."""
         check_is_fitted(self)
@@ -65,17 +74,19 @@ class LogisticProbe(_Probe):
         self.tol = tol
         self.random_state = random_state
 
-    def fit(self, X, y) -> "LogisticProbe":
+    def fit(self, X, y, sample_weight=None) -> "LogisticProbe":
         from threadpoolctl import threadpool_limits
 
         X, y, _ = self._check_fit_input(X, y)
+        sample_weight = _checked_weights(sample_weight, len(y))
         head = LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol,
                                   random_state=self.random_state)
         # One BLAS thread: L-BFGS on (images x ~1,000 features) @ (features x classes) gains nothing from more
         # (20,000 x 1,280 Fashion-MNIST features: 4.7 s on one thread, 11.5 s on two), and the solver stops
         # at a tolerance, so a thread count that sums in another order would give a slightly different model.
         with threadpool_limits(limits=1):
-            self.model_ = make_pipeline(self._scaler(), head).fit(X, y)
+            self.model_ = make_pipeline(self._scaler(), head)
+            self.model_.fit(X, y, **self._fit_params("logisticregression", sample_weight, sample_weight))
         self.n_iter_ = head.n_iter_
         return self
 
@@ -93,8 +104,9 @@ class LinearSVMProbe(_Probe):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X, y) -> "LinearSVMProbe":
+    def fit(self, X, y, sample_weight=None) -> "LinearSVMProbe":
         X, y, counts = self._check_fit_input(X, y)
+        sample_weight = _checked_weights(sample_weight, len(y))
         folds = min(self.calibration_folds, int(counts.min()))
         if folds < 2:
             rare = str(self.classes_[np.argmin(counts)])
@@ -106,10 +118,12 @@ class LinearSVMProbe(_Probe):
         if self.class_weight is not None:
             per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
             weights = per_class[np.searchsorted(self.classes_, y)]
+        if sample_weight is not None:
+            weights = sample_weight if weights is None else weights * sample_weight
         svm = LinearSVC(C=self.C, max_iter=self.max_iter, random_state=self.random_state)
         calibrated = CalibratedClassifierCV(svm, method="sigmoid", cv=folds)
         self.model_ = make_pipeline(self._scaler(), calibrated)
-        self.model_.fit(X, y, calibratedclassifiercv__sample_weight=weights)
+        self.model_.fit(X, y, **self._fit_params("calibratedclassifiercv", weights, sample_weight))
         self.n_iter_ = max(int(c.estimator.n_iter_) for c in calibrated.calibrated_classifiers_)
         return self
 
@@ -132,14 +146,17 @@ class KNNProbe(_Probe):
         Z = self.scaler_.transform(X) if self.scaler_ is not None else np.asarray(X, dtype=np.float64)
         return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
-    def fit(self, X, y) -> "KNNProbe":
+    def fit(self, X, y, sample_weight=None) -> "KNNProbe":
         X, y, _ = self._check_fit_input(X, y)
+        sample_weight = _checked_weights(sample_weight, len(y))
         if self.n_neighbors < 1:
             raise ValueError(f"n_neighbors must be >= 1; got {self.n_neighbors!r}")
-        self.scaler_ = StandardScaler().fit(X) if self.standardize else None
+        self.scaler_ = StandardScaler().fit(X, sample_weight=sample_weight) if self.standardize else None
         self.y_index_ = np.searchsorted(self.classes_, y)
         self.class_weights_ = (compute_class_weight(self.class_weight, classes=self.classes_, y=y)
                                if self.class_weight is not None else np.ones(len(self.classes_)))
+        # each neighbour's vote: its class weight times its own weight
+        self.vote_weights_ = self.class_weights_[self.y_index_] * (1.0 if sample_weight is None else sample_weight)
         self.n_neighbors_ = min(self.n_neighbors, len(y))
         self.index_ = NearestNeighbors(n_neighbors=self.n_neighbors_, algorithm="brute").fit(self._embed(X))
         return self
@@ -150,12 +167,25 @@ class KNNProbe(_Probe):
         _, neighbours = self.index_.kneighbors(self._embed(X))
         votes = np.zeros((len(X), len(self.classes_)))
         labels = self.y_index_[neighbours]
-        np.add.at(votes, (np.repeat(np.arange(len(X)), labels.shape[1]), labels.ravel()),
-                  self.class_weights_[labels.ravel()])
+        # heads saved before sample weights existed have no vote_weights_: their votes are the class weights
+        vote_weights = getattr(self, "vote_weights_", None)
+        weights = (self.class_weights_[labels.ravel()] if vote_weights is None
+                   else vote_weights[neighbours.ravel()])
+        np.add.at(votes, (np.repeat(np.arange(len(X)), labels.shape[1]), labels.ravel()), weights)
         # normalise the weighted votes to n_neighbors_ total so smoothing means the same for every class mix
         votes *= self.n_neighbors_ / votes.sum(axis=1, keepdims=True)
         votes += self.smoothing / len(self.classes_)
         return votes / votes.sum(axis=1, keepdims=True)
+
+
+def _checked_weights(sample_weight, n: int) -> np.ndarray | None:
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n,) or not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"sample_weight must hold {n} finite, non-negative weights, not all zero; got shape "
+                         f"{weights.shape}")
+    return weights
 
 
 HEADS: dict[str, type[_Probe]] = {"logreg": LogisticProbe, "svm": LinearSVMProbe, "knn": KNNProbe}

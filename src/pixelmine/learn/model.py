@@ -79,6 +79,21 @@ class Model:
         fingerprint = data_fingerprint([data.ids[k] for k in keep], data.labels[keep], extra=features.fingerprint)
         return fingerprint == self.info["data_fingerprint"]
 
+    @property
+    def balance(self) -> dict | None:
+        """For a model refitted with ``--balance-groups``: the column, the base model, the group x class cells
+        and their weights, and every group before and after (``balance.json``); None otherwise."""
+        path = self.dir / "balance.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def fairness(self, by=None, *, min_group: int = 20, n_bootstrap: int = 1000, progress=False):
+        """Test-split metrics per group of each column of ``by`` (None: every column that varies), with the
+        gaps between groups; see :mod:`pixelmine.trust.fairness`."""
+        from ..trust.fairness import assess_fairness
+
+        return assess_fairness(self.catalog, self.root, self, by, min_group=min_group, n_bootstrap=n_bootstrap,
+                               progress=progress)
+
     def test_evaluation(self) -> Evaluation:
         return Evaluation.from_dict(self.metrics["test"])
 
@@ -232,15 +247,21 @@ class Model:
         current = {row["id"]: row for row in self.catalog.images(status="ok")}
         return [current[i] for i in ids if i in current and current[i]["label"] is not None]
 
-    def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
+    def test_probabilities(self, *, progress=False) -> tuple[list[dict], np.ndarray]:
+        """(catalog rows of the test split, their class probabilities (n, K) in ``classes`` order), with
+        today's labels; InputError when no test image is left or a label is one the model does not know."""
         rows = self.test_rows()
         if not rows:
             raise InputError(f"none of model {self.name!r}'s test images is still in the workspace with a label; "
                              "evaluate on files instead: model.evaluate(paths, labels)")
-        labels = [r["label"] for r in rows]
-        label_indices(labels, self.classes, what=f"the current labels of model {self.name!r}'s test images")
-        probs = self._test_probabilities(rows, progress)
-        return evaluate(labels, probs, self.classes, ids=[r["id"] for r in rows], n_bootstrap=n_bootstrap)
+        label_indices([r["label"] for r in rows], self.classes,
+                      what=f"the current labels of model {self.name!r}'s test images")
+        return rows, self._test_probabilities(rows, progress)
+
+    def _evaluate_test_split(self, progress, n_bootstrap: int) -> Evaluation:
+        rows, probs = self.test_probabilities(progress=progress)
+        return evaluate([r["label"] for r in rows], probs, self.classes, ids=[r["id"] for r in rows],
+                        n_bootstrap=n_bootstrap)
 
 
 def decode_message(message: str) -> str:

@@ -47,6 +47,9 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
         base = config.to_dict() if config is not None else {}
         config = TrainConfig.from_mapping(base, **overrides)
     config.check()
+    if config.balance_groups:
+        return _train_balanced(catalog, root, config, extract=extract, discover=discover, resplit=resplit,
+                               progress=progress)
     started = time.perf_counter()
     with catalog.run("train", {**config.to_dict(), "resplit": resplit, "resume": resume}) as run:
         data = labelled_images(catalog, exclude_classes=config.exclude_classes)
@@ -91,7 +94,7 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
                 outcome.notes.append(outcome.cleaning["note"])
         outcome.notes[:0] = notes + split.notes
         outcome.timings["total_s"] = round(time.perf_counter() - started, 3)
-        _save(root, directory, chosen, features, split, outcome, run.id, saved_config=config)
+        save_model(root, directory, chosen, features, split, outcome, run.id, saved_config=config)
         run.counts.update({s: int((split.splits == s).sum()) for s in ("train", "val", "test")})
         run.metrics.update({k: outcome.test.metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
                            model=config.model_name, head=chosen.head, backbone=chosen.backbone)
@@ -102,7 +105,30 @@ def train(catalog, root, config: TrainConfig | None = None, *, extract=None, dis
     return open_model(catalog, root, directory)
 
 
-def _save(root, directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int, *,
+def _train_balanced(catalog, root, config: TrainConfig, *, extract, discover, resplit, progress):
+    """Refit the head of ``config.balance_base`` (default: the newest probe model, trained first when there is
+    none) group x class balanced on ``config.balance_groups``; see :mod:`.balance`."""
+    from dataclasses import replace
+
+    from .balance import base_model_for, train_balanced
+    from .loading import open_model
+
+    base = base_model_for(catalog, root, config.balance_base)
+    if base is None:
+        base = train(catalog, root, replace(config, balance_groups=None, balance_base=None, name=None),
+                     extract=extract, discover=discover, resplit=resplit, progress=progress)
+    with catalog.run("train", config.to_dict(), inputs={"model": base.name}) as run:
+        directory, trained, features, split, outcome = train_balanced(catalog, root, base, config.balance_groups,
+                                                                      name=config.name, progress=progress)
+        save_model(root, directory, trained, features, split, outcome, run.id, saved_config=trained)
+        model = open_model(catalog, root, directory)
+        run.metrics.update({k: model.info["test_metrics"][k] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
+                           model=model.name, head=model.head, backbone=model.backbone, base=base.name,
+                           balance_groups=config.balance_groups)
+    return model
+
+
+def save_model(root, directory, config: TrainConfig, features, split: SplitResult, outcome: TrainOutcome, run_id: int, *,
           saved_config: TrainConfig) -> None:
     """Write the model folder. ``config`` is what was trained (for ``auto``: the chosen head and features),
     ``saved_config`` what was asked for (config.json)."""

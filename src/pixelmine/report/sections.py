@@ -33,11 +33,18 @@ class Context:
     trained: object | None  # the Model whose evaluation the report shows (None: no model yet)
     models: list[dict] = field(default_factory=list)  # every model of the workspace (learn's list_models)
     kinds: list[str] = field(default_factory=list)  # finding kinds present in the catalog
+    anonymise_paths: bool = False  # for sharing: images are named by their id, never by their file
+
+    def file_name(self, image_id: str) -> str:
+        """What an image is called in the report: its file name, or its id when paths are anonymised."""
+        if self.anonymise_paths:
+            return image_id[:12]
+        return (self.images.get(image_id, {}).get("path") or "").rsplit("/", 1)[-1]
 
     def caption(self, image_id: str, extra: str = "") -> str:
         row = self.images.get(image_id, {})
         label = row.get("label")
-        name = (row.get("path") or "").rsplit("/", 1)[-1]
+        name = self.file_name(image_id)
         parts = [f"<b>{esc(label)}</b>" if label else "<i>unlabelled</i>", esc(name[:28]) or esc(image_id[:12])]
         if extra:
             parts.append(extra)

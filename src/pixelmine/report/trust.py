@@ -55,7 +55,7 @@ def _mistakes(ctx, model) -> str:
             continue
         uri = "data:image/png;base64," + base64.b64encode(overlay_png(explained, max_side=256)).decode("ascii")
         figures.append(figure(uri, f"true <b>{esc(mistake['true'])}</b><br>predicted {esc(mistake['predicted'])} "
-                                   f"{float(mistake['probability']):.2f}", title=explained.path))
+                                   f"{float(mistake['probability']):.2f}", title=ctx.file_name(mistake["id"])))
     return ("<h3>Most confident mistakes, explained</h3><p>The map of the predicted class over each image: red is "
             f"where the evidence for the wrong class lies ({esc(explanations[0].method)}).</p>"
             f'<div class="grid">{"".join(figures)}</div>')

@@ -212,6 +212,14 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
         return browse.list_findings(ws(), kind=kind, issues_only=issues_only, limit=limit, offset=offset)
 
+    @app.get("/fairness", tags=["discover"],
+             summary="The model's metrics per group of metadata columns, with the gaps between groups")
+    def fairness(by: Annotated[list[str] | None, Query(description="a metadata column (repeat "
+                                                        "for several; none: every column that varies)")] = None,
+                 min_group: Annotated[int, Query(ge=2, le=100_000)] = 20,
+                 refresh: Annotated[bool, Query(description="measure again instead of the saved table")] = False):
+        return browse.fairness(ws(), by=by, model=workspace_model(), min_group=min_group, refresh=refresh)
+
     @app.get("/duplicates", tags=["discover"], summary="Near-duplicate and exact-duplicate groups")
     def duplicates(limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 20,
                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
