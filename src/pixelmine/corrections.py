@@ -22,7 +22,7 @@ from .catalog import utc_now
 from .errors import InputError
 
 ACTIONS = ("relabel", "accept", "ignore")
-SOURCES = ("cli", "api", "web")
+SOURCES = ("cli", "api", "web", "zero-shot")  # zero-shot: pseudo-labels of pixelmine zero-shot --as-labels
 MAX_LABEL_LENGTH = 200
 
 

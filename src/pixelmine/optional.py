@@ -29,6 +29,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "python_multipart": ("python-multipart", "serve"), "starlette": ("fastapi", "serve"),
     "pydantic": ("fastapi", "serve"), "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),
     "conformal_clip_data": ("conformal-clip-data", "demo"),
+    "open_clip": ("open_clip_torch", "clip"), "tokenizers": ("tokenizers", "ml"),
 }
 
 

@@ -366,6 +366,27 @@ class Workspace:
         check_stage("similar")
         return similar(self.catalog, self.root, self.features(backbone), image, k)[1]
 
+    @needs_extras("Text search")
+    def search_text(self, query: str, k: int = 20, *, backbone: str | None = None):
+        """The ``k`` images that best match the words ``query``, best first (a
+        :class:`pixelmine.search.text.TextSearch`): through a ``clip:`` backbone's features when cached (or
+        named), else offline through the ImageNet concepts of the default backbone's tags."""
+        from .search.text import search_text
+
+        return search_text(self.catalog, self.root, query, k, backbone=backbone)
+
+    @needs_extras("Zero-shot labels")
+    def zero_shot(self, labels=None, *, from_labels: bool = False, backbone: str | None = None, templates=None,
+                  as_labels: bool = False, min_probability: float = 0.5):
+        """A probability per label for every image, from the label names alone (``labels``: "cat,dog,car" or a
+        list; ``from_labels``: the labels the images carry), measured against existing labels; ``as_labels``
+        records confident predictions of unlabelled images as corrections. A
+        :class:`pixelmine.learn.zero_shot.ZeroShotResult`, stored as a run."""
+        from .learn.zero_shot import zero_shot
+
+        return zero_shot(self.catalog, self.root, labels, from_labels=from_labels, backbone=backbone,
+                         templates=templates, as_labels=as_labels, min_probability=min_probability)
+
     @needs_extras("The report")
     def report(self, output=None, *, model: str | None = None, anonymise_paths: bool = False) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""

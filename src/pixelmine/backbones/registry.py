@@ -8,6 +8,7 @@ before: :data:`~.builtin.BUILTIN_BACKBONES` (mobilenet_v2, efficientnet_lite0, t
     torchvision:NAME     any pretrained torchvision model
     full:NAME@SIZE       backbone NAME fed the whole image at SIZE px, no centre crop (full_frame.py)
     model:NAME           the network of fine-tuned model NAME of a workspace (finetuned.py; needs ``root``)
+    clip:ARCH/PRETRAINED the image tower of an open_clip text-image model (clip.py; pixelmine[clip])
 
 ``register`` refuses a duplicate name; ``get``/``create`` raise :class:`~pixelmine.errors.InputError`
 listing the valid names when they miss. Specs are light (no torch import); :func:`create` builds the network.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 from ..errors import InputError
 from .builtin import BUILTIN_BACKBONES
+from .clip import clip_backbone
 from .finetuned import finetuned_backbone
 from .full_frame import full_frame
 from .library import timm_backbone, torchvision_backbone
@@ -33,6 +35,7 @@ PREFIXES: dict[str, PrefixFactory] = {
     "torchvision": torchvision_backbone,
     "full": full_frame,
     "model": finetuned_backbone,
+    "clip": clip_backbone,
 }
 
 _REGISTRY: dict[str, Backbone] = {backbone.name: backbone for backbone in BUILTIN_BACKBONES}
@@ -70,7 +73,8 @@ def get(name: str, *, root: str | os.PathLike | None = None) -> Backbone:
     if rest and prefix in PREFIXES:
         return PREFIXES[prefix](rest, lookup=lambda base: get(base, root=root), root=root)
     raise InputError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}, "
-                     f"or a prefixed name: timm:MODEL, torchvision:MODEL, full:NAME@SIZE, model:TRAINED_MODEL "
+                     f"or a prefixed name: timm:MODEL, torchvision:MODEL, full:NAME@SIZE, model:TRAINED_MODEL, "
+                     f"clip:ARCH/PRETRAINED "
                      f"(e.g. timm:convnext_tiny, full:mobilenet_v2@250); see: pixelmine backbones")
 
 

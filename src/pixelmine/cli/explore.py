@@ -37,8 +37,9 @@ def clusters_command(ws, out, backbone, method, k_max, map_method, show):
     silhouette = f"{data['silhouette']:.3f}" if data.get("silhouette") is not None else "n/a"
     out.say(f"{data['k']} clusters ({data['method']}, silhouette {silhouette}); map: {ws.root / 'index' / 'map2d.npz'}")
     rows = [("noise" if c["id"] == -1 else c["id"], c["size"], f"{c['purity']:.2f}", c["dominant_label"] or "-",
-             ", ".join(t for t, _ in c["tags"][:3]), "NEW?" if c["new_category"] else "") for c in data["clusters"]]
-    out.say(table(rows, ("cluster", "images", "purity", "dominant label", "ImageNet tags", "flag")))
+             ", ".join(t for t, _ in (c.get("words") or c["tags"])[:3]), "NEW?" if c["new_category"] else "")
+            for c in data["clusters"]]
+    out.say(table(rows, ("cluster", "images", "purity", "dominant label", "in words", "flag")))
 
 
 @click.command("rules")
@@ -65,8 +66,8 @@ def rules_command(ws, out, backbone, model, min_support, min_confidence, min_lif
     data = ws.rules(backbone=backbone, model=model, refresh=not show, **options)
     out.result(data)
     out.say(f"{len(data['rules'])} rules over {data['n_transactions']} images")
-    rows = [(" & ".join(r["antecedent"]), r["consequent"], r["count"], f"{r['confidence']:.2f}", f"{r['lift']:.2f}")
-            for r in data["rules"][:limit]]
+    rows = [(*(r["described"].split(" ⇒ ") if r.get("described") else (" & ".join(r["antecedent"]), r["consequent"])),
+             r["count"], f"{r['confidence']:.2f}", f"{r['lift']:.2f}") for r in data["rules"][:limit]]
     if rows:
         out.say(table(rows, ("if", "then", "images", "confidence", "lift")))
 

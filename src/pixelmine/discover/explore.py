@@ -20,6 +20,7 @@ from ..errors import InputError, NotFittedError
 from .clusters import KIND as CLUSTER_KIND
 from .clusters import ClusterConfig, ClusterResult, find_clusters
 from .findings import load_findings, store_findings
+from .words import described
 from .map2d import MAP_FILE, Map2D, embed_2d
 from .rules import RulesConfig, RulesResult, build_transactions, mine_rules
 from ..fileio import atomic_write_json
@@ -89,9 +90,15 @@ def cluster_and_map(root, features, ids: list[str], labels: list[str | None], co
     subset = features.subset(ids) if list(ids) != list(features.ids) else features
     result = find_clusters(ids, subset.vectors, labels, tag_indices=subset.tag_indices, tag_probs=subset.tag_probs,
                            tag_names=tag_names(features.backbone, root), config=config)
+    from .words import cluster_words
+
+    words = cluster_words(root, subset, list(ids), result.assignments, result.clusters)
+    summary = result.summary()
+    for cluster in summary["clusters"]:
+        cluster["words"] = words.get(cluster["id"], [])
     _write_json(Path(root).joinpath(*CLUSTERS_FILE), {"run_id": run_id, "backbone": features.backbone,
                                           "fingerprint": features.fingerprint, "config": asdict(config),
-                                          "scores": result.scores, **result.summary()})
+                                          "scores": result.scores, **summary})
     xy, method, reason = embed_2d(subset.vectors, method=map_method, seed=config.seed, pca_dims=config.pca_dims)
     Map2D(list(ids), xy, method, features.fingerprint, reason).save(Path(root).joinpath(*MAP_FILE))
     return result, method
@@ -170,6 +177,11 @@ def run_rules(catalog, root, *, features=None, model=None, **options) -> RulesRe
             issues=_issues(catalog), metadata={i: images[i]["metadata"] for i in ids}, config=config)
         result = mine_rules(transactions, config)
         payload = {"run_id": run.id, "model": model_name, **result.to_dict()}
+        stored = load_clusters(root) or {}
+        words = {str(c["id"]): c.get("words") or [] for c in stored.get("clusters", [])}
+        for rule in payload["rules"]:
+            rule["described"] = " ∧ ".join(described(item, words) for item in rule["antecedent"]) + " ⇒ " + \
+                described(rule["consequent"], words)
         _write_json(Path(root).joinpath(*RULES_FILE), payload)
         run.counts.update(transactions=result.n_transactions, rules=len(result.rules))
     return result

@@ -265,3 +265,18 @@ def load_features(workspace_root: str | os.PathLike, backbone: str, *, precision
         raise lookup_error
     raise NotFittedError(f"no {name} features in workspace {str(workspace_root)!r} yet; "
                          f"run: pixelmine extract --backbone {name}")
+
+
+def extracted_backbones(workspace_root: str | os.PathLike) -> list[str]:
+    """Names of the backbones the workspace has cached features of, newest cache first."""
+    metas = sorted(Path(workspace_root).joinpath("features").glob("*/backbone.json"),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    names: list[str] = []
+    for meta in metas:
+        try:
+            name = json.loads(meta.read_text()).get("backbone")
+        except (OSError, ValueError):
+            continue
+        if name and name not in names and any(meta.parent.glob("shard-*.npz")):
+            names.append(name)
+    return names

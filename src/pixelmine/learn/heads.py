@@ -173,7 +173,9 @@ class KNNProbe(_Probe):
                    else vote_weights[neighbours.ravel()])
         np.add.at(votes, (np.repeat(np.arange(len(X)), labels.shape[1]), labels.ravel()), weights)
         # normalise the weighted votes to n_neighbors_ total so smoothing means the same for every class mix
-        votes *= self.n_neighbors_ / votes.sum(axis=1, keepdims=True)
+        # (neighbours that all weigh 0 cast no vote: the smoothing alone speaks, uniform)
+        total = votes.sum(axis=1, keepdims=True)
+        votes *= np.divide(self.n_neighbors_, total, out=np.zeros_like(total), where=total > 0)
         votes += self.smoothing / len(self.classes_)
         return votes / votes.sum(axis=1, keepdims=True)
 

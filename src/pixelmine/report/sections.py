@@ -240,10 +240,11 @@ def clusters(ctx: Context) -> tuple[str, str, str]:
         flag = '<span class="tag flag">possible new category</span>' if c["new_category"] else ""
         thumbs = "".join(f'<img src="{u}" alt="" style="width:56px;height:56px;object-fit:cover;border-radius:3px;margin-right:3px">'
                          for u in (ctx.thumbs(i) for i in c.get("centre_ids", [])[:5]) if u)
+        words = ", ".join(esc(name) for name, _ in c.get("words") or []) or "—"
         rows.append([("noise" if c["id"] == -1 else str(c["id"])), c["size"], f"{c['purity']:.2f}",
-                     esc(c["dominant_label"] or "—") + " " + flag, labels, tags, thumbs])
-    body += "<h3>Clusters</h3>" + table(["cluster", "images", "purity", "dominant label", "labels", "ImageNet tags",
-                                         "typical images"], rows, numeric={1, 2}, raw={3, 4, 5, 6})
+                     esc(c["dominant_label"] or "—") + " " + flag, labels, words, tags, thumbs])
+    body += "<h3>Clusters</h3>" + table(["cluster", "images", "purity", "dominant label", "labels", "in words",
+                                         "ImageNet tags", "typical images"], rows, numeric={1, 2}, raw={3, 4, 5, 6, 7})
     body += ('<div class="what"><b>What to do:</b> open the flagged clusters: a group the labels do not explain is '
              "a candidate new class, a mixed class worth splitting, or a labelling convention to write down. "
              "A label spread over several clusters may hide sub-types.</div>")
@@ -372,8 +373,9 @@ def rules(ctx: Context) -> tuple[str, str, str]:
             f"{config.get('min_lift')}, Bonferroni-adjusted p ≤ {config.get('alpha')}); rules about labels and "
             "issues first.</p>")
     if data["rules"]:
-        rows = [[" ∧ ".join(r["antecedent"]), "⇒ " + r["consequent"], r["count"], r["support"], r["confidence"],
-                 r["lift"]] for r in data["rules"][:60]]
+        rows = [[*(r["described"].split(" ⇒ ") if r.get("described") else (" ∧ ".join(r["antecedent"]), r["consequent"])),
+                 r["count"], r["support"], r["confidence"], r["lift"]] for r in data["rules"][:60]]
+        rows = [[row[0], "⇒ " + row[1], *row[2:]] for row in rows]
         body += table(["if", "then", "images", "support", "confidence", "lift"], rows, numeric={2, 3, 4, 5})
     body += ('<div class="what"><b>How to read it:</b> <i>confidence</i> is how often the right side holds when the '
              "left side does; <i>lift</i> is how many times more often than for the collection as a whole. A rule "

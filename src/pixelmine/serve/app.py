@@ -57,6 +57,13 @@ class _Workspaces(threading.local):
     """One Workspace (one SQLite connection) per server thread."""
 
 
+class ZeroShotRequest(BaseModel):
+    labels: list[str] | None = Field(None, max_length=1000, description="label names (or from_labels)")
+    from_labels: bool = Field(False, description="use the labels the images already carry")
+    as_labels: bool = Field(False, description="record confident predictions of unlabelled images as corrections")
+    min_probability: float = Field(0.5, ge=0, le=1, description="with as_labels: the top probability needed")
+
+
 class LabelCorrection(BaseModel):
     action: Literal["relabel", "accept", "ignore"] = Field("relabel", description="relabel, accept or ignore")
     label: str | None = Field(None, max_length=200, description="the new label (action relabel only)")
@@ -211,6 +218,23 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                  limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
         return browse.list_findings(ws(), kind=kind, issues_only=issues_only, limit=limit, offset=offset)
+
+    @app.get("/search", tags=["browse"], summary="Images that match words, best first (CLIP, or offline concepts)")
+    def search(q: Annotated[str, Query(min_length=1, max_length=1000, description="the words to search for")],
+               k: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 24):
+        return ws().search_text(q, k).to_dict()
+
+    @app.post("/zero-shot", tags=["labels"], dependencies=[Depends(require_token)],
+              summary="Label every image from label names alone (stored as a run; as_labels records corrections)")
+    def zero_shot(body: ZeroShotRequest):
+        return browse.zero_shot(ws(), labels=body.labels, from_labels=body.from_labels, as_labels=body.as_labels,
+                                min_probability=body.min_probability)
+
+    @app.get("/zero-shot", tags=["labels"], summary="The newest zero-shot result: summary and predictions, paged")
+    def zero_shot_result(label: Annotated[str | None, Query(max_length=200)] = None,
+                         limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 60,
+                         offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
+        return browse.zero_shot_result(ws(), label=label, limit=limit, offset=offset)
 
     @app.get("/fairness", tags=["discover"],
              summary="The model's metrics per group of metadata columns, with the gaps between groups")

@@ -461,8 +461,63 @@ async function renderSuggest(params, turn) {
   show(turn, h("h1", {}, "Label next"), intro, form, grid);
 }
 
+// ---------- words: text search and zero-shot labels ----------
+async function renderSearch(params, turn) {
+  const q = (params.get("q") || "").trim();
+  document.getElementById("search-input").value = q;
+  const parts = [h("h1", {}, "Words")];
+  if (q) {
+    const data = await api(`/search?q=${encodeURIComponent(q)}&k=${PAGE}`);
+    parts.push(h("p", { class: "muted", id: "search-method" }, `${data.hits.length} images for “${q}” (${data.method} on ${data.backbone})`,
+      data.concepts.length ? " — read as: " + data.concepts.map(([name, sim]) => `${name} (${sim.toFixed(2)})`).join(", ") : ""));
+    if (data.note) parts.push(h("div", { class: "empty", id: "search-note", role: "note" }, data.note));
+    parts.push(data.hits.length
+      ? h("div", { class: "grid", id: "search-grid" }, data.hits.map((hit) =>
+          tile(hit, [h("b", {}, `#${hit.rank}`), " ", hit.label ?? "(unlabelled)", " ", h("span", { class: "badge" }, hit.score.toFixed(3))])))
+      : emptyBox(`No image matches “${q}”.`, null));
+  } else {
+    parts.push(emptyBox("Type what you are looking for in the search box above, e.g. “a cup of coffee”.", null));
+  }
+  parts.push(await zeroShotPanel());
+  show(turn, ...parts);
+}
+
+async function zeroShotPanel() {
+  const input = h("input", { type: "text", id: "zero-shot-labels", placeholder: "cat, dog, car", "aria-label": "labels, comma-separated" });
+  const asLabels = h("input", { type: "checkbox", id: "zero-shot-as-labels" });
+  const out = h("div", { id: "zero-shot-result" });
+  const paint = (data) => {
+    const ev = data.evaluation;
+    out.replaceChildren(
+      h("p", {}, `run ${data.run_id}: ${data.images} images (${data.method} on ${data.backbone}) — `,
+        Object.entries(data.counts).map(([label, n]) => `${label} ${n}`).join(", "),
+        ev ? ` — accuracy against the labels the images carry ${pct(ev.metrics.accuracy)} on ${ev.n}` : "",
+        data.pseudo_labels ? ` — ${data.pseudo_labels} pseudo-labels recorded` : ""),
+      h("div", { class: "grid", id: "zero-shot-grid" }, data.items.map((p) =>
+        tile(p, [h("b", {}, p.label), " ", h("span", { class: "badge" }, pct(p.probability))]))));
+  };
+  const run = async (event) => {
+    event.preventDefault();
+    const labels = input.value.split(",").map((x) => x.trim());
+    try {
+      paint(await api("/zero-shot", { method: "POST", write: true, json: { labels, as_labels: asLabels.checked } }));
+      if (asLabels.checked) state.facets = null;
+    } catch (err) { out.replaceChildren(errorBox(err)); }
+  };
+  try { paint(await api("/zero-shot?limit=24")); } catch (err) { if (err.status !== 409 && err.status !== 404) out.replaceChildren(errorBox(err)); }
+  return h("section", { class: "zero-shot" }, h("h2", {}, "Label from names alone (zero-shot)"),
+    h("form", { class: "filters", id: "zero-shot-form", onsubmit: run },
+      h("label", {}, "labels ", input), h("label", {}, asLabels, " record as labels for unlabelled images"),
+      h("button", { type: "submit" }, "Label")), out);
+}
+document.getElementById("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const q = document.getElementById("search-input").value.trim();
+  location.hash = "#/search?" + new URLSearchParams(q ? { q } : {});
+});
+
 // ---------- router ----------
-const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview };
+const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview, search: renderSearch };
 // A slow render of a page the user already left must not paint over the page they are on now.
 let currentTurn = 0;
 function show(turn, ...nodes) {
