@@ -55,10 +55,11 @@ test-fast: setup
 
 # Every benchmark, one after the other (each prints its table). The label-error baseline needs
 # cleanlab's Datalab extra and Fashion-MNIST comes from Debian; neither is needed by pixelmine itself.
-BENCHMARKS := ingest extract learn auto trust compress fairness privacy faces discover clusters serve abuse faults
+BENCHMARKS := ingest extract learn auto trust compress fairness privacy faces text discover clusters serve abuse faults
 bench: setup
 	$(PIP) install --quiet 'cleanlab[datalab]'
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	test -d /usr/share/openclipart/png || (apt-get update && apt-get install -y openclipart-png)
 	for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
