@@ -4,8 +4,10 @@ features, a logistic-regression model, every finder, clusters and the 2-D map), 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import os
 import shutil
 import socket
 import threading
@@ -102,6 +104,7 @@ class LiveServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.app.state.event_streams.stop()  # as pixelmine serve does: open event streams end first
         self.server.should_exit = True
         self.thread.join(timeout=15)
 
@@ -115,3 +118,23 @@ def request(port: int, method: str, path: str, body=None, headers=None, timeout:
         return response.status, response.read()
     finally:
         connection.close()
+
+
+CHROMIUM = os.environ.get("PIXELMINE_CHROMIUM", "/usr/bin/chromium")
+
+
+@contextlib.contextmanager
+def browser_page(url: str, timeout_ms: int = 30_000):
+    """A page of Debian's headless chromium (Playwright) opened at ``url``; closed when the block ends."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(timeout_ms)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 import pytest
-from servekit import TOKEN, LiveServer, private_workspace
+from servekit import CHROMIUM, TOKEN, LiveServer, browser_page, private_workspace
 
 import pixelmine
 
@@ -63,27 +62,18 @@ def test_zero_shot_over_http_needs_the_token_and_is_stored(client):
     assert bad.status_code == 422 and "empty label" in bad.text
 
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = os.environ.get("PIXELMINE_CHROMIUM", "/usr/bin/chromium")
+pytest.importorskip("playwright.sync_api")
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no chromium; install it with: make browser")
 def test_the_search_box_and_the_zero_shot_form_in_a_browser(server, query):
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            page.goto(f"{server.url}/#token={TOKEN}")
-            page.fill("#search-input", query)
-            page.press("#search-input", "Enter")
-            page.wait_for_selector("#search-grid .tile")
-            assert "imagenet-concepts" in page.inner_text("#search-method")
-            assert page.locator("#search-grid .tile").count() >= 1
-            page.fill("#zero-shot-labels", "cup, dog")
-            page.click("#zero-shot-form button[type=submit]")
-            page.wait_for_selector("#zero-shot-grid .tile")
-            assert "run " in page.inner_text("#zero-shot-result")
-        finally:
-            browser.close()
+    with browser_page(f"{server.url}/#token={TOKEN}") as page:
+        page.fill("#search-input", query)
+        page.press("#search-input", "Enter")
+        page.wait_for_selector("#search-grid .tile")
+        assert "imagenet-concepts" in page.inner_text("#search-method")
+        assert page.locator("#search-grid .tile").count() >= 1
+        page.fill("#zero-shot-labels", "cup, dog")
+        page.click("#zero-shot-form button[type=submit]")
+        page.wait_for_selector("#zero-shot-grid .tile")
+        assert "run " in page.inner_text("#zero-shot-result")

@@ -343,3 +343,19 @@ def zero_shot_result(ws, *, run_id: int | None = None, label: str | None = None,
                          key=lambda p: -p["probability"])
     return {**result.summary(), "total": len(predictions), "limit": limit, "offset": offset,
             "items": predictions[offset:offset + limit]}
+
+
+def recent_events(ws, *, limit: int = 50, types: tuple[str, ...] | None = None) -> dict:
+    """The newest ``limit`` events of the catalog's event log (watch arrivals, uploads, drift), newest first,
+    with the latest drift report."""
+    check_page(limit, 0)
+    latest = ws.catalog.latest_event_id()
+    found: list[dict] = []
+    start = latest
+    while start > 0 and len(found) < limit:  # walk back in steps until enough events of these types
+        start = max(0, start - 4 * limit)
+        found = ws.catalog.events_after(start, limit=latest - start, types=types)
+        if start == 0:
+            break
+    drift = ws.catalog.events_after(max(0, latest - 5000), limit=5000, types=("drift",))
+    return {"latest_id": latest, "items": list(reversed(found))[:limit], "drift": drift[-1] if drift else None}

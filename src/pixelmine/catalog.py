@@ -123,6 +123,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN inputs TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: what `pixelmine watch` saw, one row per event (image arrived, file missing, drift, ...), tailed by
+    # the HTTP server's event stream.
+    """
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        type       TEXT NOT NULL,          -- image, missing, drift, alarm, watch_started, watch_stopped
+        path       TEXT,
+        image_id   TEXT,
+        payload    TEXT NOT NULL DEFAULT '{}' -- JSON: the whole event as it was emitted
+    );
+    CREATE INDEX events_type ON events(type, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -393,6 +406,47 @@ class Catalog:
                                              WHERE p.image_id = images.id AND p.present = 1
                                              ORDER BY p.updated_at DESC, p.path LIMIT 1), '{{}}')
                     WHERE id IN ({marks})""", tuple(chunk))
+
+    def paths_under(self, folder: str) -> list[str]:
+        """Present paths inside ``folder`` (an absolute path), whatever source catalogued them."""
+        prefix = folder.rstrip(os.sep) + os.sep
+        return [row["path"] for row in self.query(
+            "SELECT path FROM paths WHERE present = 1 AND substr(path, 1, ?) = ?", (len(prefix), prefix))]
+
+    # -- events (pixelmine watch) -----------------------------------------------------------------
+    def add_events(self, events: list[dict]) -> list[int]:
+        """Store events in one transaction; sets each ``event["id"]`` and returns the ids, in order."""
+        ids: list[int] = []
+        with self.transaction() as conn:
+            for event in events:
+                cursor = conn.execute("INSERT INTO events(created_at, type, path, image_id) VALUES (?,?,?,?)",
+                                      (event.get("at") or utc_now(), event["type"], event.get("path"),
+                                       event.get("image_id")))
+                event["id"] = int(cursor.lastrowid)
+                # the payload carries its own id, so a reader of the payload alone can resume after it
+                conn.execute("UPDATE events SET payload = ? WHERE id = ?",
+                             (json.dumps(event, default=json_default), event["id"]))
+                ids.append(event["id"])
+        return ids
+
+    def events_after(self, event_id: int = 0, *, limit: int = 500, types: tuple[str, ...] | None = None) -> list[dict]:
+        """Events with an id above ``event_id``, oldest first (at most ``limit``), optionally of ``types`` only."""
+        sql, params = "SELECT id, payload FROM events WHERE id > ?", [int(event_id)]
+        if types:
+            sql += f" AND type IN ({','.join('?' * len(types))})"
+            params += list(types)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(int(limit))
+        result = []
+        for row in self.query(sql, params):
+            event = json.loads(row["payload"])
+            event["id"] = row["id"]
+            result.append(event)
+        return result
+
+    def latest_event_id(self) -> int:
+        """The id of the newest event, 0 when there is none."""
+        return int(self.query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0])
 
     # -- reading ----------------------------------------------------------------------------------
     def images(self, *, status: str | None = "ok", label: str | None = None, limit: int | None = None,

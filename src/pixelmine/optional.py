@@ -25,6 +25,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "cleanlab": ("cleanlab", "ml"), "matplotlib": ("matplotlib", "ml"), "safetensors": ("safetensors", "ml"),
     "huggingface_hub": ("huggingface-hub", "ml"), "pandas": ("pandas", "ml"),
     "torch_pruning": ("torch-pruning", "ml"),
+    "watchdog": ("watchdog", "ml"),
     "fastapi": ("fastapi", "serve"), "uvicorn": ("uvicorn", "serve"), "multipart": ("python-multipart", "serve"),
     "python_multipart": ("python-multipart", "serve"), "starlette": ("fastapi", "serve"),
     "pydantic": ("fastapi", "serve"), "swagger_ui_bundle": ("swagger-ui-bundle", "serve"),

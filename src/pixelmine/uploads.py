@@ -8,10 +8,13 @@ empty, truncated, corrupt, non-image or oversized upload is refused with the sta
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InputError
+from .fileio import atomic_path
 from .ingest.validate import ValidationLimits, validate_file
 
 # Content types a client may declare for an image part; anything else is refused before decoding.
@@ -81,3 +84,45 @@ def accept_upload(data: bytes, *, name: str = "upload", content_type: str | None
 def _display_name(name: str | None) -> str:
     text = os.path.basename(str(name or "upload"))[:120]
     return "".join(ch if ch.isprintable() else "?" for ch in text) or "upload"
+
+
+UPLOADS_DIR = "uploads"  # in the workspace: where POST /ingest keeps the images it catalogues
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "TIFF": ".tif", "BMP": ".bmp",
+               "HEIF": ".heic", "AVIF": ".avif"}
+
+
+def ingest_uploads(workspace, uploads: list[UploadedImage], *, label: str | None = None) -> list[dict]:
+    """Keep validated uploads in the workspace's ``uploads/`` folder (named by content hash, so a repeat is
+    stored once) and catalogue them like ``pixelmine ingest``; one ``image`` event each, stored in the
+    catalog's event log (what ``GET /events`` streams). The temporary files are consumed."""
+    from .catalog import utc_now
+
+    folder = Path(workspace.root) / UPLOADS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    known = {row["id"] for row in workspace.catalog.query(
+        f"SELECT id FROM images WHERE id IN ({','.join('?' * len(uploads))})", [u.sha256 for u in uploads])} \
+        if uploads else set()
+    kept = []
+    for upload in uploads:
+        target = folder / f"{upload.sha256[:16]}{_EXTENSIONS.get(upload.format, '.img')}"
+        if not target.exists():
+            with atomic_path(target) as partial:  # the upload's temporary file may be on another file system
+                shutil.copyfile(upload.path, partial)
+        upload.discard()
+        kept.append((upload, target))
+    if kept:
+        if label is not None:
+            from .corrections import check_label, record_correction
+
+            label = check_label(label)
+        workspace.ingest([str(target) for _, target in kept], progress=False, workers=1)
+        if label is not None:
+            for upload, _ in kept:
+                record_correction(workspace.catalog, upload.sha256, "relabel", label, source="api")
+    events = [{"type": "image", "at": utc_now(), "path": str(target), "image_id": upload.sha256, "status": "ok",
+               "source": "upload", "name": upload.name, "format": upload.format,
+               "width": upload.width, "height": upload.height,
+               "duplicate_of": upload.sha256 if upload.sha256 in known else None,
+               "flags": ["duplicate"] if upload.sha256 in known else []} for upload, target in kept]
+    workspace.catalog.add_events(events)
+    return events

@@ -387,6 +387,29 @@ class Workspace:
         return zero_shot(self.catalog, self.root, labels, from_labels=from_labels, backbone=backbone,
                          templates=templates, as_labels=as_labels, min_probability=min_probability)
 
+    # -- stage 6: watch (pixelmine.watch) -------------------------------------------------------------
+    @needs_extras("Watching folders")
+    def watch(self, dirs, *, model: str | None = None, backbone: str | None = None, mode: str = "auto",
+              webhook: str | None = None, labels_from_folders: bool = False, batch_max: int = 32,
+              queue_max: int = 256, settle_s: float = 1.0, stop=None, max_events: int | None = None,
+              timeout_s: float | None = None, **options):
+        """Watch folders and yield one event dict per arrival, as it is stored in the catalog.
+
+        On start a scan catalogues what arrived (or left) while nobody watched; then each complete new or
+        changed image file is validated and catalogued as ``ingest`` would, embedded by a resident session,
+        predicted by ``model`` (default: the newest, if any), checked for near-duplicates and novelty, and
+        emitted: ``{"type": "image", "path", "image_id", "status", "label", "probability", "uncertain",
+        "reason", "novelty", "near_duplicate", "flags", ...}``; deleted files give ``missing`` events, drift
+        reports ``drift`` / ``alarm``. ``mode``: "auto", "inotify" or "polling" (``settle_s`` seconds of
+        unchanged size and mtime). Stops when ``stop`` (a threading.Event) is set, after ``max_events``,
+        after ``timeout_s`` seconds, or when the generator is closed. See :mod:`pixelmine.watch`.
+        """
+        from .watch.pipeline import watch
+
+        return watch(self, dirs, model=model, backbone=backbone, mode=mode, webhook=webhook,
+                     labels_from_folders=labels_from_folders, batch_max=batch_max, queue_max=queue_max,
+                     settle_s=settle_s, stop=stop, max_events=max_events, timeout_s=timeout_s, **options)
+
     @needs_extras("The report")
     def report(self, output=None, *, model: str | None = None, anonymise_paths: bool = False) -> "Path":
         """Write the self-contained HTML report (default ``reports/report.html``); returns its path."""

@@ -49,12 +49,12 @@ def main(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, deploy, explore, ingest, learn, privacy, serve, show, trust, words
+    from . import demo, deploy, explore, ingest, learn, privacy, serve, show, trust, watch, words
     from . import features as feature_commands
     from . import discover as discover_commands
 
     for module in (ingest, feature_commands, learn, demo, serve, discover_commands, explore, words, show, trust,
-                   deploy, privacy):
+                   deploy, privacy, watch):
         for command in module.COMMANDS:
             main.add_command(command)
 

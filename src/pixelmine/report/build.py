@@ -10,6 +10,7 @@ from pathlib import Path
 from .._version import __version__
 from . import sections
 from .fairness import groups_and_privacy
+from .live import live
 from .trust import trust
 from .html import page
 from .thumbs import Thumbnails
@@ -29,7 +30,7 @@ def render(catalog, root, *, model=None, models: list[dict] | None = None, anony
     ctx = sections.Context(catalog, Path(root), images, Thumbnails({i: r.get("path") for i, r in images.items()}),
                            model, list(models or []), kinds, anonymise_paths=anonymise_paths)
     parts = [sections.overview(ctx), *sections.findings(ctx), sections.duplicates(ctx), sections.clusters(ctx),
-             sections.model(ctx), trust(ctx), groups_and_privacy(ctx), sections.rules(ctx), sections.thresholds(ctx)]
+             sections.model(ctx), trust(ctx), groups_and_privacy(ctx), live(ctx), sections.rules(ctx), sections.thresholds(ctx)]
     nav = [(anchor, name) for anchor, name, _ in parts]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     where = "A workspace" if anonymise_paths else f"Workspace {Path(root).resolve()}"

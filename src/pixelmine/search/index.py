@@ -87,6 +87,17 @@ class VectorIndex:
         scores, rows = self._index.search(normalise(queries), k)
         return [[self.ids[r] for r in row if r >= 0] for row in rows], scores
 
+    def add(self, ids, vectors: np.ndarray) -> None:
+        """Append images (ids not stored yet) to the in-memory index; nothing is saved."""
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if vectors.shape[0] != len(ids) or vectors.shape[1] != self.dim:
+            raise InputError(f"vectors must be ({len(ids)}, {self.dim}); got shape {vectors.shape}")
+        for image_id in ids:
+            self._row[image_id] = len(self.ids)
+            self.ids.append(image_id)
+        if len(ids):
+            self._index.add(normalise(vectors))
+
     def vector(self, image_id: str) -> np.ndarray:
         return self._index.reconstruct(self._row[image_id])
 

@@ -31,7 +31,16 @@ def serve(root, *, host: str = "127.0.0.1", port: int = 8000, token: str, log_le
     import uvicorn
 
     app = create_app(root, token=token, **options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False)
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # uvicorn waits for open responses before shutting down; an event stream never ends by itself
+            app.state.event_streams.stop()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=10)
+    _Server(config).run()
 
 
 __all__ = ["create_app", "serve"]

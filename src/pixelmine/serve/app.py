@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, File, Header, Path as PathParam, Query, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -27,6 +28,7 @@ from ..uploads import UploadLimits, accept_upload
 from ..workspace import open_workspace
 from . import errors
 from .batching import MicroBatcher
+from .events import EventStreams
 from .metrics import Metrics
 from .predictor import Predictor
 from .security import BodyLimit, token_matches
@@ -81,11 +83,13 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
     batcher = MicroBatcher(predictor.predict_files, predictor.executor, max_batch=config.max_batch,
                            max_wait_s=config.max_wait_ms / 1000, concurrency=predictor.workers,
                            on_batch=metrics.observe_batch)
+    streams = EventStreams(lambda: ws().catalog)  # ws() is this module's per-thread workspace, defined below
 
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         yield
+        streams.stop()
         await batcher.stop()
         predictor.close()
 
@@ -93,6 +97,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                   description="Image knowledge discovery over one workspace. Reading is open; writing needs the "
                               "server's token (Authorization: Bearer TOKEN).")
     errors.install(app)
+    app.state.event_streams = streams  # serve.run() ends the streams as soon as the server is asked to stop
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes, stall_s=config.body_stall_s)
     app.state.config, app.state.metrics = config, metrics
 
@@ -100,6 +105,7 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
         if getattr(local, "ws", None) is None:
             local.ws = open_workspace(config.root)
         return local.ws
+
 
     def workspace_model() -> str | None:
         """The model of the routes that need a workspace model (an image's prediction, explanations,
@@ -218,6 +224,43 @@ def create_app(root, *, token: str, model: str | None = None, limits: UploadLimi
                  limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
                  offset: Annotated[int, Query(ge=0, le=10**9)] = 0):
         return browse.list_findings(ws(), kind=kind, issues_only=issues_only, limit=limit, offset=offset)
+
+    # -- real time: the event log of watchers and uploads ---------------------------------------------------
+    @app.get("/events", response_class=EventSourceResponse, tags=["watch"],
+             summary="Server-Sent Events: each arrival (image, missing), drift report and alarm as it is recorded")
+    async def events(request: Request,
+                     after: Annotated[int | None, Query(ge=0, description="send events after this id (default: "
+                                                        "from now; a reconnect resumes from Last-Event-ID)")] = None,
+                     type: Annotated[list[str] | None, Query(description="only these event types (repeat)")] = None,
+                     heartbeat: Annotated[float, Query(ge=0.2, le=60, description="seconds between heartbeat "
+                                                       "comments when nothing happens")] = 10.0,
+                     last_event_id: Annotated[str | None, Header(max_length=20)] = None):
+        if after is None:
+            after = int(last_event_id) if last_event_id and last_event_id.isdigit() else \
+                await asyncio.to_thread(streams.latest_id)
+        async for event in streams.stream(request, after, types=tuple(type) if type else None, heartbeat_s=heartbeat):
+            if event is None:
+                yield ServerSentEvent(comment="heartbeat")
+            else:
+                yield ServerSentEvent(data=event, event=event["type"], id=str(event["id"]))
+
+    @app.get("/events/recent", tags=["watch"], summary="The newest recorded events, newest first")
+    def recent_events(limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
+                      type: Annotated[list[str] | None, Query(description="only these event types (repeat)")] = None):
+        return browse.recent_events(ws(), limit=limit, types=tuple(type) if type else None)
+
+    @app.post("/ingest", tags=["watch"], dependencies=[Depends(require_token)],
+              summary="Catalogue uploaded images (validated like pixelmine ingest; kept in WORKSPACE/uploads)")
+    async def ingest(file: Files, label: Annotated[str | None, Query(max_length=200)] = None):
+        from ..uploads import ingest_uploads
+
+        uploads = await _accept(file)
+        try:
+            recorded = await asyncio.to_thread(lambda: ingest_uploads(ws(), uploads, label=label))
+        finally:
+            for u in uploads:
+                u.discard()
+        return {"events": recorded}
 
     @app.get("/search", tags=["browse"], summary="Images that match words, best first (CLIP, or offline concepts)")
     def search(q: Annotated[str, Query(min_length=1, max_length=1000, description="the words to search for")],

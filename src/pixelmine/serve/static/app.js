@@ -516,8 +516,63 @@ document.getElementById("search-form").addEventListener("submit", (event) => {
   location.hash = "#/search?" + new URLSearchParams(q ? { q } : {});
 });
 
+// ---------- live: arrivals of pixelmine watch and POST /ingest, drift ----------
+let liveSource = null;
+function closeLive() { if (liveSource) { liveSource.close(); liveSource = null; } }
+
+function liveItem(e) {
+  const time = (e.at || "").replace("T", " ").slice(0, 19);
+  if (e.type === "drift" || e.type === "alarm") {
+    return h("li", { class: "live-item" + (e.alarm || e.type === "alarm" ? " alarm" : ""), dataset: { type: e.type } },
+      h("div", {}, h("b", {}, e.type === "alarm" ? "Drift alarm" : "Drift check"), ` ${time} — `, (e.reasons || []).join("; ") || "no drift"));
+  }
+  const name = (e.path || "").split("/").pop();
+  const ok = e.image_id && (!e.status || e.status === "ok");
+  const picture = ok ? h("img", { src: thumb(e.image_id, 128), alt: `image ${short(e.image_id)}`, loading: "lazy" })
+    : h("div", { class: "no-thumb thumb", role: "img", "aria-label": e.status || e.type }, (e.status || e.type || "").replaceAll("_", " "));
+  const prediction = e.label ? [h("b", {}, e.label), " ", pct(e.probability)] : (e.type === "missing" ? "deleted" : "");
+  return h("li", { class: "live-item", dataset: { type: e.type, id: e.id } },
+    ok ? h("button", { type: "button", class: "tile-link", onclick: () => openDetail(e.image_id), title: "open" }, picture) : picture,
+    h("div", {}, h("div", {}, name || short(e.image_id), " ", h("span", { class: "muted" }, time)),
+      h("div", {}, prediction, " ", (e.flags || []).map((f) => h("span", { class: "badge warn" }, f)),
+        e.status && e.status !== "ok" ? h("span", { class: "badge bad" }, e.status) : "")));
+}
+
+function driftPanel(report) {
+  if (!report) return h("div", { class: "drift-panel", id: "drift-panel" }, "No drift check yet: ", h("code", {}, "pixelmine watch DIR"), " checks the arrivals against the training images.");
+  const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(d));
+  return h("div", { class: "drift-panel" + (report.alarm ? " alarm" : ""), id: "drift-panel" },
+    h("b", {}, report.alarm ? "Drift: the arrivals differ from the reference" : "No significant drift"),
+    h("div", {}, `window ${report.n_window ?? "–"} arrivals; domain classifier AUC ${fmt(report.auc)} (threshold ${fmt(report.auc_threshold)}); MMD p ${fmt(report.mmd_p_value)}; uncertain ${pct(report.uncertain_share)}, novel ${pct(report.novel_share)}`),
+    (report.reasons || []).length ? h("ul", {}, report.reasons.map((r) => h("li", {}, r))) : "");
+}
+
+async function renderLive(params, turn) {
+  closeLive();
+  const recent = await api("/events/recent?limit=60");
+  const list = h("ul", { class: "live-list", id: "live-list" }, recent.items.filter((e) => e.type !== "drift").map(liveItem));
+  let panel = driftPanel(recent.drift);
+  const status = h("p", { class: "muted", id: "live-status" }, "connecting…");
+  if (!show(turn, h("h1", {}, "Live"), status, panel, list)) return;
+  liveSource = new EventSource(`/events?after=${recent.latest_id}`);
+  liveSource.onopen = () => { status.textContent = "live: new arrivals appear at the top"; };
+  liveSource.onerror = () => { status.textContent = "reconnecting…"; };
+  const add = (event) => {
+    const e = JSON.parse(event.data);
+    if (e.type === "drift" || e.type === "alarm") {
+      const fresh = driftPanel(e.type === "alarm" ? Object.assign({ alarm: true }, e) : e);
+      panel.replaceWith(fresh); panel = fresh;
+      if (e.type === "drift") return;
+    }
+    list.prepend(liveItem(e));
+    while (list.children.length > 200) list.lastChild.remove();
+  };
+  for (const type of ["image", "missing", "error", "drift", "alarm", "watch_started", "watch_stopped"]) liveSource.addEventListener(type, add);
+}
+window.addEventListener("hashchange", () => { if (!location.hash.startsWith("#/live")) closeLive(); });
+
 // ---------- router ----------
-const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview, search: renderSearch };
+const routes = { gallery: renderGallery, duplicates: renderDuplicates, review: renderReview, suggest: renderSuggest, map: renderMap, upload: renderUpload, overview: renderOverview, search: renderSearch, live: renderLive };
 // A slow render of a page the user already left must not paint over the page they are on now.
 let currentTurn = 0;
 function show(turn, ...nodes) {
