@@ -55,7 +55,7 @@ test-fast: setup
 
 # Every benchmark, one after the other (each prints its table). The label-error baseline needs
 # cleanlab's Datalab extra and Fashion-MNIST comes from Debian; neither is needed by pixelmine itself.
-BENCHMARKS := ingest extract learn auto trust compress fairness privacy faces text discover clusters serve abuse faults
+BENCHMARKS := ingest extract learn auto trust compress fairness privacy faces text watch discover clusters serve abuse faults
 bench: setup
 	$(PIP) install --quiet 'cleanlab[datalab]'
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)

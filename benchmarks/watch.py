@@ -399,7 +399,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     backbone, limit = ("tiny_test", 120) if args.quick else ("mobilenet_v2", None)
     seconds, burst, big_mb, rounds = (3.0, 40, 5, 2) if args.quick else (args.seconds, args.burst, 50, 4)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pixelmine-bench-watch-"))
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="pixelmine-bench-watch-"))).resolve()  # events carry absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"pixelmine watch benchmark ({'quick' if args.quick else 'full'}); {load()}; workdir {workdir}")
     ws_dir, model = trained_workspace(workdir, backbone, limit)
