@@ -21,7 +21,10 @@ def test_no_5xx_on_generated_requests(tmp_path_factory):
     with LiveServer(root, limits=UploadLimits(max_bytes=200_000, max_pixels=2_000_000),
                     max_request_bytes=500_000) as live:
         schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
-        operations = [result.ok() for result in schema.get_all_operations()]
+        # GET /events is a Server-Sent Events stream: it answers at once and never ends by design, so a request
+        # that reads the whole body would wait out its timeout; test_serve_live.py drives it with a real client
+        operations = [op for op in (result.ok() for result in schema.get_all_operations())
+                      if not (op.method.upper() == "GET" and op.path == "/events")]
         assert len(operations) >= 15
         for operation in operations:
             @given(case=operation.as_strategy())

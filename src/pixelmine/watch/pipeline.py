@@ -211,6 +211,7 @@ def _run(root, roots, config, mode, why, model_name, stop, max_events, timeout_s
 def _loop(pipeline, source, changes, backlog, webhook, started, first_events, stop, deadline, max_events):
     """Yield events until a stop condition; returns why it stopped."""
     yielded = 0
+    pending = None  # a batch whose validation has started
     for event in pipeline.store([started, *first_events], webhook):
         yielded += event is not started
         yield event
@@ -223,11 +224,19 @@ def _loop(pipeline, source, changes, backlog, webhook, started, first_events, st
             raise source.error
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
-        wait_s = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
-        batch = _take_batch(changes, backlog, pipeline.config.batch_max, wait_s)
-        if not batch:
-            continue
-        for event in pipeline.store(pipeline.process(batch, source), webhook):
+        if pending is None:
+            wait_s = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            batch = _take_batch(changes, backlog, pipeline.config.batch_max, wait_s)
+            if not batch:
+                continue
+            pending = pipeline.prepare(batch)
+        # In a burst the next batch is validated (decoded, in the pool's threads) while this one is embedded
+        # (ONNX Runtime releases the GIL); with nothing queued, this batch goes on at once.
+        following = _take_batch(changes, backlog, pipeline.config.batch_max, 0.0)
+        upcoming = pipeline.prepare(following) if following else None
+        events = pipeline.process(pending, source)
+        pending = upcoming
+        for event in pipeline.store(events, webhook):
             yielded += 1
             yield event
             if max_events is not None and yielded >= max_events:
@@ -254,6 +263,19 @@ def _take_batch(changes: ChangeQueue, backlog: deque, batch_max: int, wait_s: fl
                     break
                 batch.append(more)
     return batch
+
+
+@dataclass
+class PreparedBatch:
+    """A micro-batch whose files are being validated in the pool (see :meth:`Pipeline.prepare`)."""
+
+    batch: list  # the changes as taken from the queue
+    latest: dict  # path -> its newest change in the batch
+    todo: list  # complete files to read (not already catalogued unchanged)
+    futures: list  # their validation records, in todo's order
+    known: dict  # catalog rows of the ready paths before the batch
+    started: float  # wall-clock time the batch was taken
+    validation_started: float  # perf_counter when validation was submitted
 
 
 class Pipeline:
@@ -457,18 +479,37 @@ class Pipeline:
                            status="missing", error=reason) for p in paths]
 
     # -- one micro-batch ------------------------------------------------------------------------------
-    def process(self, batch: list[FileChange], source) -> list[dict]:
+    def prepare(self, batch: list[FileChange]) -> "PreparedBatch":
+        """Start validating ``batch``'s complete files in the pool; :meth:`process` finishes it."""
+        from .files import stat_key
+
         started = time.time()
         latest: dict[str, FileChange] = {}
         for change in batch:  # a path changed twice in the batch is processed once, as it is now
             latest.pop(change.path, None)
             latest[change.path] = change
-        events: list[dict] = []
         ready = [c for c in latest.values() if c.kind == "ready"]
+        known = self.catalog.lookup_paths([c.path for c in ready]) if ready else {}
+        todo: list[FileChange] = []
+        for change in ready:
+            row = known.get(change.path)
+            key = stat_key(change.path)
+            if key is not None and row is not None and row["present"] and row["status"] != "unreadable" and \
+                    (row["size"], row["mtime_ns"]) == key:
+                self.counts["skipped_unchanged"] += 1  # reported twice (scan and event): already done
+                continue
+            todo.append(change)
+        futures = [self._pool.submit(validate_file, c.path, self.limits) for c in todo]
+        return PreparedBatch(batch, latest, todo, futures, known, started, time.perf_counter())
+
+    def process(self, prepared: "PreparedBatch", source) -> list[dict]:
+        latest = prepared.latest
+        events: list[dict] = []
         gone = [c for c in latest.values() if c.kind == "gone"]
         trees = [c for c in latest.values() if c.kind == "gone_tree"]
-        if ready:
-            events += self._process_ready(ready, started, source)
+        batch = prepared.batch
+        if prepared.todo:
+            events += self._process_ready(prepared, source)
         gone_paths = [c.path for c in gone if not os.path.lexists(c.path)]
         for tree in trees:
             gone_paths += [p for p in self.catalog.paths_under(tree.path) if not os.path.lexists(p)]
@@ -484,24 +525,12 @@ class Pipeline:
                 events += self._deleted_before_processing(unseen, {})
         return events
 
-    def _process_ready(self, changes: list[FileChange], started: float, source) -> list[dict]:
+    def _process_ready(self, prepared: "PreparedBatch", source) -> list[dict]:
         from .files import stat_key
 
-        known = self.catalog.lookup_paths([c.path for c in changes])
-        todo: list[FileChange] = []
-        for change in changes:
-            row = known.get(change.path)
-            key = stat_key(change.path)
-            if key is not None and row is not None and row["present"] and row["status"] != "unreadable" and \
-                    (row["size"], row["mtime_ns"]) == key:
-                self.counts["skipped_unchanged"] += 1  # reported twice (scan and event): already done
-                continue
-            todo.append(change)
-        if not todo:
-            return []
-        validate_started = time.perf_counter()
-        records = list(self._pool.map(lambda c: validate_file(c.path, self.limits), todo))
-        validate_ms = 1000 * (time.perf_counter() - validate_started)
+        known, todo, started = prepared.known, prepared.todo, prepared.started
+        records = [future.result() for future in prepared.futures]
+        validate_ms = 1000 * (time.perf_counter() - prepared.validation_started)
 
         kept: list[tuple[FileChange, object]] = []
         vanished: list[str] = []
