@@ -148,3 +148,12 @@ def json_default(value):
     if isinstance(value, (set, frozenset, tuple)):
         return sorted(value) if isinstance(value, (set, frozenset)) else list(value)
     return str(value)
+
+
+def stat_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, or None when it cannot be stat'ed: what says a catalogued file is unchanged."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns

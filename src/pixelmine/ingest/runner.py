@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..catalog import Catalog
 from ..errors import InputError
+from ..fileio import stat_key
 from ..progress import resolve_progress
 from .sources import Source, SourceItem, resolve_sources
 from .validate import FileRecord, ValidationLimits, validate_file
@@ -201,14 +202,6 @@ class _PoolRunner:
                                              "re-export the image from its source")]
 
 
-def _stat_key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
 def ingest(catalog: Catalog, sources=None, *, manifest=None, config: IngestConfig | None = None,
            progress="auto", **overrides) -> IngestResult:
     """Validate and catalogue every file of the sources. See :class:`IngestConfig` for the options."""
@@ -252,7 +245,7 @@ def _ingest_sources(catalog: Catalog, sources: list[Source], config: IngestConfi
     unchanged: dict[str, list[tuple[str, str | None, dict | None]]] = {}
     for path, (source, item) in items.items():
         row = known.get(path)
-        key = _stat_key(path)
+        key = stat_key(path)
         if row is not None and key is not None and row["status"] != "unreadable" and (row["size"], row["mtime_ns"]) == key:
             unchanged.setdefault(source.key, []).append((path, item.label, item.metadata or None))
             result.by_status[row["status"]] = result.by_status.get(row["status"], 0) + 1

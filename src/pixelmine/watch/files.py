@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..fileio import stat_key
 from ..ingest.sources import IMAGE_EXTENSIONS
 
 _log = logging.getLogger(__name__)
@@ -67,14 +68,6 @@ def is_candidate(path: str, roots: Sequence[str] = ()) -> bool:
         if path.startswith(root.rstrip(os.sep) + os.sep):
             return not any(part.startswith(".") for part in os.path.relpath(path, root).split(os.sep)[:-1])
     return True
-
-
-def stat_key(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 def list_candidates(roots: Iterable[str]) -> dict[str, tuple[int, int]]:

@@ -481,7 +481,7 @@ class Pipeline:
     # -- one micro-batch ------------------------------------------------------------------------------
     def prepare(self, batch: list[FileChange]) -> "PreparedBatch":
         """Start validating ``batch``'s complete files in the pool; :meth:`process` finishes it."""
-        from .files import stat_key
+        from ..fileio import stat_key
 
         started = time.time()
         latest: dict[str, FileChange] = {}
@@ -526,7 +526,7 @@ class Pipeline:
         return events
 
     def _process_ready(self, prepared: "PreparedBatch", source) -> list[dict]:
-        from .files import stat_key
+        from ..fileio import stat_key
 
         known, todo, started = prepared.known, prepared.todo, prepared.started
         records = [future.result() for future in prepared.futures]
